@@ -1,0 +1,3 @@
+//! Benchmarks live in `benches/`; the load harness against Envoy arrives with the benches
+//! issue.
+#![forbid(unsafe_code)]
