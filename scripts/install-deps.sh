@@ -11,6 +11,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 packages=(
     iptables   # iptables-nft and iptables-legacy, with -save/-restore
+    nftables   # nft: removes the empty tables iptables-nft leaves after a cleanup
     iproute2   # ip netns, veth, ip rule/route for TPROXY
     util-linux # setpriv, nsenter
     bash

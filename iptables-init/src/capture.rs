@@ -60,6 +60,42 @@ impl HostStep {
         self.command("del")
     }
 
+    /// `ip` arguments that list what this step would add, for [`Self::is_present`].
+    pub fn show_command(&self) -> Vec<String> {
+        match self {
+            Self::Ipv6PassthroughAddress => args!["-6", "addr", "show", "dev", "lo"],
+            Self::TproxyRule {
+                family,
+                mark,
+                table,
+            } => {
+                args![
+                    family_flag(*family),
+                    "rule",
+                    "show",
+                    "fwmark",
+                    mark,
+                    "lookup",
+                    table
+                ]
+            }
+            Self::TproxyRoute { family, table } => {
+                args![family_flag(*family), "route", "show", "table", table]
+            }
+        }
+    }
+
+    /// Whether the output of [`Self::show_command`] shows this step already in place.
+    pub fn is_present(&self, shown: &str) -> bool {
+        match self {
+            Self::Ipv6PassthroughAddress => shown.contains("inet6 ::6/128 "),
+            Self::TproxyRule { .. } => !shown.trim().is_empty(),
+            Self::TproxyRoute { .. } => {
+                shown.lines().any(|l| l.starts_with("local default dev lo"))
+            }
+        }
+    }
+
     fn command(&self, op: &str) -> Vec<String> {
         match self {
             Self::Ipv6PassthroughAddress => args!["-6", "addr", op, "::6/128", "dev", "lo"],

@@ -754,6 +754,12 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_flag_takes_the_last_value_like_pflag() {
+        let cfg = resolve_with(&["-u", "1337", "-u", "3,4"], &[]).unwrap();
+        assert_eq!(cfg.proxy_uids, vec!["3", "4"]);
+    }
+
+    #[test]
     fn unknown_flags_are_rejected() {
         assert!(parse_args(["iptables-init", "--no-such-flag"]).is_err());
         assert!(parse_args(["iptables-init", "-Z", "1"]).is_err());

@@ -12,6 +12,8 @@ pub struct SavedTable {
     pub chains: Vec<String>,
     /// Rule lines as printed, e.g. `-A OUTPUT -p tcp -j ISTIO_OUTPUT`.
     pub rules: Vec<String>,
+    /// A built-in chain has a policy other than ACCEPT.
+    pub restrictive_policy: bool,
 }
 
 // === impl SavedTable ===
@@ -22,6 +24,13 @@ impl SavedTable {
         self.rules
             .iter()
             .filter(move |r| rule_chain(r) == Some(chain))
+    }
+
+    /// No rules, no custom chains, every policy ACCEPT: the table changes no packet.
+    pub fn is_inert(&self) -> bool {
+        self.rules.is_empty()
+            && !self.restrictive_policy
+            && self.chains.iter().all(|c| is_builtin_chain(c))
     }
 }
 
@@ -53,8 +62,13 @@ impl Saved {
                 continue;
             };
             if let Some(decl) = line.strip_prefix(':') {
-                if let Some(chain) = decl.split_whitespace().next() {
+                let mut words = decl.split_whitespace();
+                if let Some(chain) = words.next() {
                     table.chains.push(chain.to_string());
+                    let policy = words.next().unwrap_or("-");
+                    if is_builtin_chain(chain) && policy != "ACCEPT" {
+                        table.restrictive_policy = true;
+                    }
                 }
             } else if line.starts_with("-A ") {
                 table.rules.push(line.to_string());
@@ -170,6 +184,34 @@ impl Saved {
     /// Whether a table is known by name.
     pub fn table(&self, table: Table) -> Option<&SavedTable> {
         self.tables.get(table.as_str())
+    }
+
+    /// Tables that are inert now and did not exist in `before` (or, without `before`, all
+    /// inert tables): iptables-nft creates a table on first use and cannot delete it, so
+    /// these are what an undo leaves behind.
+    pub fn leftover_inert_tables(&self, before: Option<&Saved>) -> Vec<String> {
+        self.tables
+            .iter()
+            .filter(|(name, t)| {
+                t.is_inert() && before.is_none_or(|b| !b.tables.contains_key(*name))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Same tables, chains and rules (counters aside; rule order within a chain matters).
+    pub fn same_as(&self, other: &Saved) -> bool {
+        let key = |s: &Saved| {
+            s.tables
+                .iter()
+                .map(|(name, t)| {
+                    let mut chains = t.chains.clone();
+                    chains.sort();
+                    (name.clone(), chains, t.rules.clone(), t.restrictive_policy)
+                })
+                .collect::<Vec<_>>()
+        };
+        key(self) == key(other)
     }
 }
 
@@ -290,6 +332,17 @@ mod tests {
         assert_eq!(cmds[0], "-t nat -D OUTPUT -j ISTIO_OUTPUT");
         assert!(cmds.contains(&"-t nat -X ISTIO_OUTPUT".to_string()));
         assert!(!cmds.iter().any(|c| c.contains("user rule")));
+    }
+
+    #[test]
+    fn inert_tables_are_the_ones_an_undo_leaves_behind() {
+        let after = Saved::parse(
+            "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n*raw\n:OUTPUT DROP [0:0]\nCOMMIT\n",
+        );
+        let before = Saved::parse("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+        assert_eq!(after.leftover_inert_tables(Some(&before)), vec!["filter"]);
+        assert_eq!(after.leftover_inert_tables(None), vec!["filter", "nat"]);
+        assert!(!Saved::parse(AFTER).tables["nat"].is_inert());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! [`require_root`] first, which prints why a test is skipped when it cannot run.
 #![forbid(unsafe_code)]
 
+pub mod echo;
 pub mod netns;
 
+pub use echo::{AddrServer, connect_as, connect_from};
 pub use netns::{Netns, link};
 
 /// Whether this process can create network namespaces and program iptables.

@@ -68,6 +68,13 @@ impl Netns {
         checked(cmd)
     }
 
+    /// Sets a sysctl inside the namespace (`net.ipv6.conf.eth0.accept_dad` style key).
+    pub fn sysctl(&self, key: &str, value: &str) -> std::io::Result<()> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_string();
+        self.enter(move || std::fs::write(path, value))
+    }
+
     /// Runs `f` on a new thread that has entered this namespace. Sockets it creates (and
     /// processes it spawns) live in the namespace.
     pub fn spawn<F, T>(&self, f: F) -> thread::JoinHandle<std::io::Result<T>>
@@ -129,6 +136,9 @@ pub fn link(
     ])?;
     a.ip(["link", "set", &tmp, "name", a_if])?;
     for (ns, ifname, addrs) in [(a, a_if, a_addrs), (b, b_if, b_addrs)] {
+        // No duplicate address detection: addresses (link-local ones too) and their routes
+        // exist as soon as the link is up, so tests see a settled state.
+        ns.sysctl(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")?;
         for addr in addrs {
             if addr.contains(':') {
                 ns.ip(["-6", "addr", "add", addr, "dev", ifname, "nodad"])?;
