@@ -30,16 +30,6 @@ impl Table {
             Self::Raw => "raw",
         }
     }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "filter" => Some(Self::Filter),
-            "mangle" => Some(Self::Mangle),
-            "nat" => Some(Self::Nat),
-            "raw" => Some(Self::Raw),
-            _ => None,
-        }
-    }
 }
 
 impl fmt::Display for Table {
@@ -173,15 +163,10 @@ impl RuleSet {
         }
     }
 
-    /// Adds a rule to the families in `scope`.
-    pub fn add(
-        &mut self,
-        scope: Scope,
-        table: Table,
-        chain: &str,
-        position: Position,
-        args: Vec<String>,
-    ) {
+    /// Adds a rule, written as iptables arguments (`"-p tcp --dport 15008 -j RETURN"`), to
+    /// the families in `scope`. The arguments never contain spaces: every value that goes
+    /// into a rule is validated for that when the configuration is parsed.
+    pub fn add(&mut self, scope: Scope, table: Table, chain: &str, position: Position, rule: &str) {
         for family in Family::BOTH {
             if matches!(scope, Scope::Only(f) if f != family) {
                 continue;
@@ -190,7 +175,7 @@ impl RuleSet {
                 table,
                 chain: chain.to_string(),
                 position,
-                args: args.clone(),
+                args: rule.split_whitespace().map(String::from).collect(),
             };
             match family {
                 Family::V4 => self.v4.push(rule),
@@ -201,30 +186,25 @@ impl RuleSet {
     }
 
     /// Appends a rule to both families.
-    pub fn append(&mut self, table: Table, chain: &str, args: Vec<String>) {
-        self.add(Scope::Both, table, chain, Position::Append, args);
+    pub fn append(&mut self, table: Table, chain: &str, rule: &str) {
+        self.add(Scope::Both, table, chain, Position::Append, rule);
     }
 
     /// Appends a rule to one family.
-    pub fn append_for(&mut self, family: Family, table: Table, chain: &str, args: Vec<String>) {
-        self.add(Scope::Only(family), table, chain, Position::Append, args);
+    pub fn append_for(&mut self, family: Family, table: Table, chain: &str, rule: &str) {
+        self.add(Scope::Only(family), table, chain, Position::Append, rule);
     }
 
-    /// Appends a rule whose arguments differ per family (an address, typically).
-    pub fn append_versioned(
-        &mut self,
-        table: Table,
-        chain: &str,
-        args: impl Fn(Family) -> Vec<String>,
-    ) {
+    /// Appends a rule whose text differs per family (an address, typically).
+    pub fn append_versioned(&mut self, table: Table, chain: &str, rule: impl Fn(Family) -> String) {
         for family in Family::BOTH {
-            self.append_for(family, table, chain, args(family));
+            self.append_for(family, table, chain, &rule(family));
         }
     }
 
     /// Inserts a rule at a 1-based position, in both families.
-    pub fn insert(&mut self, table: Table, chain: &str, position: u32, args: Vec<String>) {
-        self.add(Scope::Both, table, chain, Position::Insert(position), args);
+    pub fn insert(&mut self, table: Table, chain: &str, position: u32, rule: &str) {
+        self.add(Scope::Both, table, chain, Position::Insert(position), rule);
     }
 
     /// Inserts a rule at a 1-based position, in one family.
@@ -234,14 +214,14 @@ impl RuleSet {
         table: Table,
         chain: &str,
         position: u32,
-        args: Vec<String>,
+        rule: &str,
     ) {
         self.add(
             Scope::Only(family),
             table,
             chain,
             Position::Insert(position),
-            args,
+            rule,
         );
     }
 
@@ -340,14 +320,6 @@ pub fn guardrail_commands(op: &str) -> Vec<Vec<String>> {
     cmds
 }
 
-/// Builds a `Vec<String>` of iptables arguments from anything printable.
-#[macro_export]
-macro_rules! args {
-    ($($arg:expr),* $(,)?) => {
-        vec![$($arg.to_string()),*]
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,28 +329,24 @@ mod tests {
         rs.append(
             Table::Nat,
             "ISTIO_INBOUND",
-            args!["-p", "tcp", "--dport", 15008, "-j", "RETURN"],
+            "-p tcp --dport 15008 -j RETURN",
         );
-        rs.append(
-            Table::Nat,
-            "PREROUTING",
-            args!["-p", "tcp", "-j", "ISTIO_INBOUND"],
-        );
-        rs.append(Table::Nat, "OUTPUT", args!["-j", "ISTIO_OUTPUT"]);
+        rs.append(Table::Nat, "PREROUTING", "-p tcp -j ISTIO_INBOUND");
+        rs.append(Table::Nat, "OUTPUT", "-j ISTIO_OUTPUT");
         rs.append_versioned(Table::Nat, "ISTIO_OUTPUT", |f| {
             let lo = if f == Family::V4 {
                 "127.0.0.1/32"
             } else {
                 "::1/128"
             };
-            args!["-d", lo, "-j", "RETURN"]
+            format!("-d {lo} -j RETURN")
         });
         rs.insert_for(
             Family::V4,
             Table::Mangle,
             "ISTIO_INBOUND",
             2,
-            args!["-i", "lo", "-j", "RETURN"],
+            "-i lo -j RETURN",
         );
         rs
     }
@@ -404,7 +372,7 @@ mod tests {
     #[test]
     fn ipv6_rules_dropped_when_disabled() {
         let mut rs = RuleSet::new(false);
-        rs.append(Table::Nat, "OUTPUT", args!["-j", "ISTIO_OUTPUT"]);
+        rs.append(Table::Nat, "OUTPUT", "-j ISTIO_OUTPUT");
         assert_eq!(rs.restore_input(Family::V6), "");
         assert_eq!(rs.rules(Family::V4).len(), 1);
     }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use clap::Parser;
 
 use crate::config::{
-    self, Config, DnsServer, IpRanges, OwnerGroups, parse_go_bool, parse_go_duration,
+    self, Config, DnsServer, InboundPorts, IpRanges, OwnerGroups, parse_go_bool, parse_go_duration,
     parse_interface_list, parse_ipv4_loopback_cidr, parse_owner_list, parse_port, parse_port_list,
 };
 use crate::system::System;
@@ -189,32 +189,45 @@ impl<const N: usize> Env for [(&str, &str); N] {
     }
 }
 
-/// A flag's names, for messages and the environment lookup.
-struct Key {
+/// A flag's names. Its environment variable is the long name in upper case with `_` for
+/// `-` (viper's AutomaticEnv), except `-p`, which Istio binds to no variable.
+#[derive(Debug, Clone, Copy)]
+struct Name {
     short: Option<char>,
     long: &'static str,
-    /// The variable named after the flag; `None` for `-p`, which Istio binds to no variable.
-    env: Option<&'static str>,
-    /// Another variable Istio reads as this flag's default.
-    alias: Option<&'static str>,
 }
 
-impl Key {
-    const fn new(short: Option<char>, long: &'static str, env: &'static str) -> Self {
-        Self {
-            short,
-            long,
-            env: Some(env),
-            alias: None,
+/// A flag with a short name.
+const fn short(short: char, long: &'static str) -> Name {
+    Name {
+        short: Some(short),
+        long,
+    }
+}
+
+/// A flag with only a long name.
+const fn long(long: &'static str) -> Name {
+    Name { short: None, long }
+}
+
+// === impl Name ===
+
+impl Name {
+    fn env(self) -> Option<String> {
+        (self.long != "envoy-port").then(|| self.long.to_uppercase().replace('-', "_"))
+    }
+
+    /// Another variable Istio reads as this flag's default.
+    fn alias(self) -> Option<&'static str> {
+        match self.long {
+            "redirect-dns" => Some("ISTIO_META_DNS_CAPTURE"),
+            "drop-invalid" => Some("INVALID_DROP"),
+            "dual-stack" => Some("ISTIO_DUAL_STACK"),
+            _ => None,
         }
     }
 
-    const fn alias(mut self, alias: &'static str) -> Self {
-        self.alias = Some(alias);
-        self
-    }
-
-    fn flag_name(&self) -> String {
+    fn display(self) -> String {
         match self.short {
             Some(s) => format!("-{s}/--{}", self.long),
             None => format!("--{}", self.long),
@@ -222,61 +235,227 @@ impl Key {
     }
 }
 
-/// Resolves one value: flag, then environment, then alias. Returns the raw text and a
-/// description of its origin for error messages.
-fn lookup(flag: &Option<String>, key: &Key, env: &dyn Env) -> Option<(String, String)> {
-    if let Some(v) = flag {
-        return Some((v.clone(), key.flag_name()));
+/// Looks values up in flags, then the environment.
+struct Resolver<'a> {
+    env: &'a dyn Env,
+}
+
+// === impl Resolver ===
+
+impl Resolver<'_> {
+    /// The raw value and a description of where it came from, for error messages.
+    fn raw(&self, flag: &Option<String>, name: Name) -> Option<(String, String)> {
+        if let Some(v) = flag {
+            return Some((v.clone(), name.display()));
+        }
+        let vars = name.env().into_iter().chain(name.alias().map(String::from));
+        for var in vars {
+            if let Some(v) = self.env.var(&var) {
+                return Some((
+                    v,
+                    format!("environment variable {var} (for {})", name.display()),
+                ));
+            }
+        }
+        None
     }
-    for name in [key.env, key.alias].into_iter().flatten() {
-        if let Some(v) = env.var(name) {
-            return Some((
-                v,
-                format!("environment variable {name} (for {})", key.flag_name()),
-            ));
+
+    /// The parsed value, or `default` when neither the flag nor its variables are set.
+    fn get<T>(
+        &self,
+        flag: &Option<String>,
+        name: Name,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.raw(flag, name) {
+            None => Ok(default),
+            Some((raw, origin)) => parse(&raw).map_err(|reason| invalid(origin, &raw, reason)),
         }
     }
-    None
-}
 
-/// Resolves and parses one value, falling back to `default`.
-fn value<T>(
-    flag: &Option<String>,
-    key: &Key,
-    env: &dyn Env,
-    default: T,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    match lookup(flag, key, env) {
-        None => Ok(default),
-        Some((raw, origin)) => parse(&raw).map_err(|reason| ConfigError {
-            origin: format!("{origin} {raw:?}"),
-            reason,
-        }),
+    fn bool(&self, flag: &Option<String>, name: Name) -> Result<bool, ConfigError> {
+        self.get(flag, name, false, parse_go_bool)
     }
-}
 
-fn bool_value(flag: &Option<String>, key: &Key, env: &dyn Env) -> Result<bool, ConfigError> {
-    value(flag, key, env, false, parse_go_bool)
+    /// An environment-only knob.
+    fn env_only(&self, var: &'static str) -> Option<(String, String)> {
+        self.env
+            .var(var)
+            .map(|v| (v, format!("environment variable {var}")))
+    }
+
+    /// Ports the proxy listens on and the validation probe.
+    fn ports(&self, f: &Flags, cfg: &mut Config) -> Result<(), ConfigError> {
+        let d = Config::default();
+        cfg.proxy_port = self.get(
+            &f.envoy_port,
+            short('p', "envoy-port"),
+            d.proxy_port,
+            parse_port,
+        )?;
+        let name = short('z', "inbound-capture-port");
+        cfg.inbound_capture_port = self.get(
+            &f.inbound_capture_port,
+            name,
+            d.inbound_capture_port,
+            parse_port,
+        )?;
+        let name = short('e', "inbound-tunnel-port");
+        cfg.inbound_tunnel_port = self.get(
+            &f.inbound_tunnel_port,
+            name,
+            d.inbound_tunnel_port,
+            parse_port,
+        )?;
+        let name = long("iptables-probe-port");
+        cfg.iptables_probe_port = self.get(
+            &f.iptables_probe_port,
+            name,
+            d.iptables_probe_port,
+            parse_port,
+        )?;
+        let name = long("probe-timeout");
+        cfg.probe_timeout = self.get(&f.probe_timeout, name, d.probe_timeout, parse_go_duration)?;
+        Ok(())
+    }
+
+    /// What is captured: interception mode, ports, ranges, interfaces.
+    fn scope(&self, f: &Flags, cfg: &mut Config) -> Result<(), ConfigError> {
+        let d = Config::default();
+        let name = short('m', "istio-inbound-interception-mode");
+        cfg.inbound_interception_mode = self.get(
+            &f.interception_mode,
+            name,
+            d.inbound_interception_mode,
+            |s| s.trim().parse(),
+        )?;
+        let name = short('t', "istio-inbound-tproxy-mark");
+        cfg.inbound_tproxy_mark =
+            self.get(&f.tproxy_mark, name, d.inbound_tproxy_mark, parse_u32)?;
+        let name = short('r', "istio-inbound-tproxy-route-table");
+        cfg.inbound_tproxy_route_table = self.get(
+            &f.tproxy_route_table,
+            name,
+            d.inbound_tproxy_route_table,
+            parse_u32,
+        )?;
+        let name = short('b', "istio-inbound-ports");
+        cfg.inbound_ports_include = self.get(
+            &f.inbound_ports,
+            name,
+            InboundPorts::None,
+            FromStr::from_str,
+        )?;
+        let name = short('d', "istio-local-exclude-ports");
+        cfg.inbound_ports_exclude =
+            self.get(&f.local_exclude_ports, name, Vec::new(), parse_port_list)?;
+        let name = short('q', "istio-outbound-ports");
+        cfg.outbound_ports_include =
+            self.get(&f.outbound_ports, name, Vec::new(), parse_port_list)?;
+        let name = short('o', "istio-local-outbound-ports-exclude");
+        cfg.outbound_ports_exclude = self.get(
+            &f.local_outbound_ports_exclude,
+            name,
+            Vec::new(),
+            parse_port_list,
+        )?;
+        let name = short('i', "istio-service-cidr");
+        cfg.outbound_ip_ranges_include = self.get(
+            &f.service_cidr,
+            name,
+            IpRanges::default(),
+            FromStr::from_str,
+        )?;
+        let name = short('x', "istio-service-exclude-cidr");
+        cfg.outbound_ip_ranges_exclude = self.get(
+            &f.service_exclude_cidr,
+            name,
+            IpRanges::default(),
+            parse_exclude_ranges,
+        )?;
+        let name = short('k', "kube-virt-interfaces");
+        cfg.kube_virt_interfaces = self.get(
+            &f.kube_virt_interfaces,
+            name,
+            Vec::new(),
+            parse_interface_list,
+        )?;
+        let name = short('c', "istio-exclude-interfaces");
+        cfg.exclude_interfaces = self.get(
+            &f.exclude_interfaces,
+            name,
+            Vec::new(),
+            parse_interface_list,
+        )?;
+        Ok(())
+    }
+
+    /// Boolean switches and how to run.
+    fn switches(&self, f: &Flags, cfg: &mut Config) -> Result<(), ConfigError> {
+        cfg.dry_run = self.bool(&f.dry_run, short('n', "dry-run"))?;
+        cfg.skip_rule_apply = self.bool(&f.skip_rule_apply, long("skip-rule-apply"))?;
+        cfg.run_validation = self.bool(&f.run_validation, long("run-validation"))?;
+        cfg.redirect_dns = self.bool(&f.redirect_dns, long("redirect-dns"))?;
+        cfg.capture_all_dns = self.bool(&f.capture_all_dns, long("capture-all-dns"))?;
+        cfg.drop_invalid = self.bool(&f.drop_invalid, long("drop-invalid"))?;
+        cfg.dual_stack = self.bool(&f.dual_stack, long("dual-stack"))?;
+        cfg.reconcile = self.bool(&f.reconcile, long("reconcile"))?;
+        cfg.cleanup_only = self.bool(&f.cleanup_only, long("cleanup-only"))?;
+        cfg.force_apply = self.bool(&f.force_apply, long("force-apply"))?;
+        // Accepted for compatibility; the iptables lock tricks it enables are not needed.
+        self.bool(&f.cni_mode, long("cni-mode"))?;
+        let name = long("force-iptables-binary");
+        cfg.force_iptables_binary = self.get(&f.force_iptables_binary, name, None, |s| {
+            let s = s.trim();
+            if s.is_empty() {
+                Ok(None)
+            } else {
+                s.parse().map(Some)
+            }
+        })?;
+        let name = long("network-namespace");
+        cfg.network_namespace = self.get(&f.network_namespace, name, None, |s| {
+            Ok((!s.trim().is_empty()).then(|| s.trim().to_string()))
+        })?;
+        Ok(())
+    }
+
+    /// Whose traffic is exempt (`-u`, `-g`) or captured (owner groups), and the loopback
+    /// range of the app.
+    fn owners(&self, f: &Flags, cfg: &mut Config, sys: &dyn System) -> Result<(), ConfigError> {
+        // -u defaults to $ENVOY_USER's uid (istio-proxy), else 1337; -g defaults to -u.
+        cfg.proxy_uids = match self.raw(&f.proxy_uid, short('u', "proxy-uid")) {
+            Some((raw, origin)) if !raw.trim().is_empty() => owners(&raw, origin)?,
+            _ => {
+                let user = self
+                    .env
+                    .var("ENVOY_USER")
+                    .unwrap_or_else(|| "istio-proxy".into());
+                let uid = sys.uid_of(&user).map(|u| u.to_string());
+                vec![uid.unwrap_or_else(|| config::DEFAULT_PROXY_UID.to_string())]
+            }
+        };
+        cfg.proxy_gids = match self.raw(&f.proxy_gid, short('g', "proxy-gid")) {
+            Some((raw, origin)) if !raw.trim().is_empty() => owners(&raw, origin)?,
+            _ => cfg.proxy_uids.clone(),
+        };
+        cfg.owner_groups = owner_groups(
+            self.env_only("ISTIO_OUTBOUND_OWNER_GROUPS"),
+            self.env_only("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE"),
+        )?;
+        if let Some((raw, origin)) = self.env_only("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR") {
+            cfg.host_ipv4_loopback_cidr =
+                parse_ipv4_loopback_cidr(&raw).map_err(|reason| invalid(origin, &raw, reason))?;
+        }
+        Ok(())
+    }
 }
 
 /// Resolves flags, environment and host facts into a validated configuration.
 pub fn resolve(flags: &Flags, env: &dyn Env, sys: &dyn System) -> Result<Config, ConfigError> {
-    let d = Config::default();
-    let f = flags;
-    let port = |s: &str| parse_port(s);
-    let parse_u32 = |s: &str| {
-        s.trim()
-            .parse::<u32>()
-            .map_err(|_| format!("{s:?} is not a non-negative integer"))
-    };
-
-    let native_nftables = bool_value(
-        &f.native_nftables,
-        &Key::new(None, "native-nftables", "NATIVE_NFTABLES"),
-        env,
-    )?;
-    if native_nftables {
+    let r = Resolver { env };
+    if r.bool(&flags.native_nftables, long("native-nftables"))? {
         return Err(ConfigError {
             origin: "--native-nftables".to_string(),
             reason: "native nftables rules are not supported by this implementation; \
@@ -284,270 +463,17 @@ pub fn resolve(flags: &Flags, env: &dyn Env, sys: &dyn System) -> Result<Config,
                 .to_string(),
         });
     }
+    let mut cfg = Config::default();
+    r.ports(flags, &mut cfg)?;
+    r.scope(flags, &mut cfg)?;
+    r.switches(flags, &mut cfg)?;
+    r.owners(flags, &mut cfg, sys)?;
+    host_facts(&mut cfg, sys)?;
+    Ok(cfg)
+}
 
-    let mut cfg = Config {
-        proxy_port: value(
-            &f.envoy_port,
-            &Key {
-                short: Some('p'),
-                long: "envoy-port",
-                env: None,
-                alias: None,
-            },
-            env,
-            d.proxy_port,
-            port,
-        )?,
-        inbound_capture_port: value(
-            &f.inbound_capture_port,
-            &Key::new(Some('z'), "inbound-capture-port", "INBOUND_CAPTURE_PORT"),
-            env,
-            d.inbound_capture_port,
-            port,
-        )?,
-        inbound_tunnel_port: value(
-            &f.inbound_tunnel_port,
-            &Key::new(Some('e'), "inbound-tunnel-port", "INBOUND_TUNNEL_PORT"),
-            env,
-            d.inbound_tunnel_port,
-            port,
-        )?,
-        inbound_interception_mode: value(
-            &f.interception_mode,
-            &Key::new(
-                Some('m'),
-                "istio-inbound-interception-mode",
-                "ISTIO_INBOUND_INTERCEPTION_MODE",
-            ),
-            env,
-            d.inbound_interception_mode,
-            |s| s.trim().parse(),
-        )?,
-        inbound_tproxy_mark: value(
-            &f.tproxy_mark,
-            &Key::new(
-                Some('t'),
-                "istio-inbound-tproxy-mark",
-                "ISTIO_INBOUND_TPROXY_MARK",
-            ),
-            env,
-            d.inbound_tproxy_mark,
-            parse_u32,
-        )?,
-        inbound_tproxy_route_table: value(
-            &f.tproxy_route_table,
-            &Key::new(
-                Some('r'),
-                "istio-inbound-tproxy-route-table",
-                "ISTIO_INBOUND_TPROXY_ROUTE_TABLE",
-            ),
-            env,
-            d.inbound_tproxy_route_table,
-            parse_u32,
-        )?,
-        inbound_ports_include: value(
-            &f.inbound_ports,
-            &Key::new(Some('b'), "istio-inbound-ports", "ISTIO_INBOUND_PORTS"),
-            env,
-            d.inbound_ports_include,
-            FromStr::from_str,
-        )?,
-        inbound_ports_exclude: value(
-            &f.local_exclude_ports,
-            &Key::new(
-                Some('d'),
-                "istio-local-exclude-ports",
-                "ISTIO_LOCAL_EXCLUDE_PORTS",
-            ),
-            env,
-            Vec::new(),
-            parse_port_list,
-        )?,
-        outbound_ports_include: value(
-            &f.outbound_ports,
-            &Key::new(Some('q'), "istio-outbound-ports", "ISTIO_OUTBOUND_PORTS"),
-            env,
-            Vec::new(),
-            parse_port_list,
-        )?,
-        outbound_ports_exclude: value(
-            &f.local_outbound_ports_exclude,
-            &Key::new(
-                Some('o'),
-                "istio-local-outbound-ports-exclude",
-                "ISTIO_LOCAL_OUTBOUND_PORTS_EXCLUDE",
-            ),
-            env,
-            Vec::new(),
-            parse_port_list,
-        )?,
-        outbound_ip_ranges_include: value(
-            &f.service_cidr,
-            &Key::new(Some('i'), "istio-service-cidr", "ISTIO_SERVICE_CIDR"),
-            env,
-            IpRanges::default(),
-            FromStr::from_str,
-        )?,
-        outbound_ip_ranges_exclude: value(
-            &f.service_exclude_cidr,
-            &Key::new(
-                Some('x'),
-                "istio-service-exclude-cidr",
-                "ISTIO_SERVICE_EXCLUDE_CIDR",
-            ),
-            env,
-            IpRanges::default(),
-            |s| {
-                let ranges: IpRanges = s.parse()?;
-                if ranges.wildcard {
-                    return Err("'*' is not allowed here; to capture no outbound traffic, \
-                                set -i/--istio-service-cidr to \"\" instead"
-                        .to_string());
-                }
-                Ok(ranges)
-            },
-        )?,
-        kube_virt_interfaces: value(
-            &f.kube_virt_interfaces,
-            &Key::new(Some('k'), "kube-virt-interfaces", "KUBE_VIRT_INTERFACES"),
-            env,
-            Vec::new(),
-            parse_interface_list,
-        )?,
-        exclude_interfaces: value(
-            &f.exclude_interfaces,
-            &Key::new(
-                Some('c'),
-                "istio-exclude-interfaces",
-                "ISTIO_EXCLUDE_INTERFACES",
-            ),
-            env,
-            Vec::new(),
-            parse_interface_list,
-        )?,
-        iptables_probe_port: value(
-            &f.iptables_probe_port,
-            &Key::new(None, "iptables-probe-port", "IPTABLES_PROBE_PORT"),
-            env,
-            d.iptables_probe_port,
-            port,
-        )?,
-        probe_timeout: value(
-            &f.probe_timeout,
-            &Key::new(None, "probe-timeout", "PROBE_TIMEOUT"),
-            env,
-            d.probe_timeout,
-            parse_go_duration,
-        )?,
-        dry_run: bool_value(&f.dry_run, &Key::new(Some('n'), "dry-run", "DRY_RUN"), env)?,
-        skip_rule_apply: bool_value(
-            &f.skip_rule_apply,
-            &Key::new(None, "skip-rule-apply", "SKIP_RULE_APPLY"),
-            env,
-        )?,
-        run_validation: bool_value(
-            &f.run_validation,
-            &Key::new(None, "run-validation", "RUN_VALIDATION"),
-            env,
-        )?,
-        redirect_dns: bool_value(
-            &f.redirect_dns,
-            &Key::new(None, "redirect-dns", "REDIRECT_DNS").alias("ISTIO_META_DNS_CAPTURE"),
-            env,
-        )?,
-        capture_all_dns: bool_value(
-            &f.capture_all_dns,
-            &Key::new(None, "capture-all-dns", "CAPTURE_ALL_DNS"),
-            env,
-        )?,
-        drop_invalid: bool_value(
-            &f.drop_invalid,
-            &Key::new(None, "drop-invalid", "DROP_INVALID").alias("INVALID_DROP"),
-            env,
-        )?,
-        dual_stack: bool_value(
-            &f.dual_stack,
-            &Key::new(None, "dual-stack", "DUAL_STACK").alias("ISTIO_DUAL_STACK"),
-            env,
-        )?,
-        reconcile: bool_value(&f.reconcile, &Key::new(None, "reconcile", "RECONCILE"), env)?,
-        cleanup_only: bool_value(
-            &f.cleanup_only,
-            &Key::new(None, "cleanup-only", "CLEANUP_ONLY"),
-            env,
-        )?,
-        force_apply: bool_value(
-            &f.force_apply,
-            &Key::new(None, "force-apply", "FORCE_APPLY"),
-            env,
-        )?,
-        force_iptables_binary: value(
-            &f.force_iptables_binary,
-            &Key::new(None, "force-iptables-binary", "FORCE_IPTABLES_BINARY"),
-            env,
-            None,
-            |s| {
-                if s.trim().is_empty() {
-                    Ok(None)
-                } else {
-                    s.parse().map(Some)
-                }
-            },
-        )?,
-        network_namespace: value(
-            &f.network_namespace,
-            &Key::new(None, "network-namespace", "NETWORK_NAMESPACE"),
-            env,
-            None,
-            |s| Ok((!s.trim().is_empty()).then(|| s.trim().to_string())),
-        )?,
-        ..d
-    };
-    bool_value(&f.cni_mode, &Key::new(None, "cni-mode", "CNI_MODE"), env)?;
-
-    // Env-only knobs.
-    let groups_key = |name: &'static str| Key {
-        short: None,
-        long: name,
-        env: Some(name),
-        alias: None,
-    };
-    let env_only = |name: &'static str| -> Option<(String, String)> {
-        env.var(name)
-            .map(|v| (v, format!("environment variable {name}")))
-    };
-    let include = env_only("ISTIO_OUTBOUND_OWNER_GROUPS");
-    let exclude = env_only("ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE");
-    cfg.owner_groups = owner_groups(include, exclude)?;
-    cfg.host_ipv4_loopback_cidr = value(
-        &None,
-        &groups_key("ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR"),
-        env,
-        d_loopback(),
-        parse_ipv4_loopback_cidr,
-    )?;
-
-    // -u defaults to $ENVOY_USER's uid (istio-proxy), else 1337; -g defaults to -u.
-    let proxy_uid_key = Key::new(Some('u'), "proxy-uid", "PROXY_UID");
-    cfg.proxy_uids = match lookup(&f.proxy_uid, &proxy_uid_key, env) {
-        Some((raw, origin)) if !raw.trim().is_empty() => owners(&raw, origin)?,
-        _ => {
-            let user = env
-                .var("ENVOY_USER")
-                .unwrap_or_else(|| "istio-proxy".into());
-            vec![
-                sys.uid_of(&user)
-                    .map_or_else(|| config::DEFAULT_PROXY_UID.to_string(), |u| u.to_string()),
-            ]
-        }
-    };
-    let proxy_gid_key = Key::new(Some('g'), "proxy-gid", "PROXY_GID");
-    cfg.proxy_gids = match lookup(&f.proxy_gid, &proxy_gid_key, env) {
-        Some((raw, origin)) if !raw.trim().is_empty() => owners(&raw, origin)?,
-        _ => cfg.proxy_uids.clone(),
-    };
-
-    // Facts from the host.
+/// What Istio reads from the machine: the pod's IP family and, for DNS capture, resolv.conf.
+fn host_facts(cfg: &mut Config, sys: &dyn System) -> Result<(), ConfigError> {
     cfg.enable_ipv6 = sys
         .pod_is_ipv6(cfg.dual_stack)
         .map_err(|reason| ConfigError {
@@ -564,18 +490,34 @@ pub fn resolve(flags: &Flags, env: &dyn Env, sys: &dyn System) -> Result<Config,
         cfg.dns_servers_v4 = v4;
         cfg.dns_servers_v6 = v6;
     }
-    Ok(cfg)
+    Ok(())
 }
 
-fn d_loopback() -> ipnet::Ipv4Net {
-    Config::default().host_ipv4_loopback_cidr
+fn invalid(origin: String, raw: &str, reason: String) -> ConfigError {
+    ConfigError {
+        origin: format!("{origin} {raw:?}"),
+        reason,
+    }
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    s.trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a non-negative integer"))
+}
+
+fn parse_exclude_ranges(s: &str) -> Result<IpRanges, String> {
+    let ranges: IpRanges = s.parse()?;
+    if ranges.wildcard {
+        return Err("'*' is not allowed here; to capture no outbound traffic, \
+                    set -i/--istio-service-cidr to \"\" instead"
+            .to_string());
+    }
+    Ok(ranges)
 }
 
 fn owners(raw: &str, origin: String) -> Result<Vec<String>, ConfigError> {
-    parse_owner_list(raw).map_err(|reason| ConfigError {
-        origin: format!("{origin} {raw:?}"),
-        reason,
-    })
+    parse_owner_list(raw).map_err(|reason| invalid(origin, raw, reason))
 }
 
 /// Istio's `ParseInterceptFilter` plus its validation: `*` (the default) means every group
@@ -624,7 +566,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{InboundPorts, InterceptionMode, PortSpec};
+    use crate::config::{InterceptionMode, PortSpec};
 
     /// A host with an IPv4 pod address, no `istio-proxy` user and one nameserver.
     struct FakeHost;

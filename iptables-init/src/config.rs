@@ -5,7 +5,7 @@
 //! generation in [`crate::capture`] never has to re-check anything.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -495,11 +495,6 @@ impl Config {
             && (self.capture_all_dns
                 || !self.dns_servers_v4.is_empty()
                 || !self.dns_servers_v6.is_empty())
-    }
-
-    /// The inbound-passthrough source address the proxy binds to when talking to the app.
-    pub fn inbound_passthrough_source_v6() -> Ipv6Addr {
-        Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 6)
     }
 }
 

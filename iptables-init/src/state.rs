@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::builder::{Table, is_builtin_chain, is_istio_chain};
+use crate::builder::{is_builtin_chain, is_istio_chain};
 
 /// One table of an `iptables-save` dump.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -179,11 +179,6 @@ impl Saved {
             })
             .collect::<Vec<_>>()
             .join("\n")
-    }
-
-    /// Whether a table is known by name.
-    pub fn table(&self, table: Table) -> Option<&SavedTable> {
-        self.tables.get(table.as_str())
     }
 
     /// Tables that are inert now and did not exist in `before` (or, without `before`, all

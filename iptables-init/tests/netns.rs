@@ -263,6 +263,76 @@ fn tproxy_mode_delivers_inbound_with_original_source_and_destination() {
     assert!(routes.contains("local default dev lo"), "{routes}");
 }
 
+/// Receives one UDP datagram inside `ns` and returns who sent it.
+fn udp_receiver(ns: &Netns, bind: &str) -> std::thread::JoinHandle<std::io::Result<String>> {
+    let bind = addr(bind);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = ns.spawn(move || {
+        let socket = std::net::UdpSocket::bind(bind)?;
+        socket.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        let _ = tx.send(());
+        let mut buf = [0u8; 512];
+        let (n, from) = socket.recv_from(&mut buf)?;
+        Ok(format!(
+            "{} from={from}",
+            String::from_utf8_lossy(&buf[..n])
+        ))
+    });
+    rx.recv().unwrap();
+    handle
+}
+
+/// Sends one UDP datagram from inside `ns` as `uid`.
+fn send_udp_as(ns: &Netns, uid: u32, to: &str, payload: &str) {
+    let to = addr(to);
+    let script = format!("printf %s {payload} > /dev/udp/{}/{}", to.ip(), to.port());
+    let out = ns
+        .enter(move || {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new("bash")
+                .args(["-c", &script])
+                .uid(uid)
+                .gid(uid)
+                .output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn dns_capture_sends_app_queries_to_the_agent_and_lets_the_proxy_through() {
+    if !require_root("dns_capture_sends_app_queries_to_the_agent_and_lets_the_proxy_through") {
+        return;
+    }
+    let env = pod_and_peer();
+    // The pod's resolver is the peer; iptables-init reads it from resolv.conf.
+    env.pod.set_resolv_conf("nameserver 10.0.1.1\n").unwrap();
+    apply(&env.pod, &with(INJECTOR_DEFAULT, &["--redirect-dns"]));
+
+    // An app's UDP query to the resolver reaches the agent's DNS proxy on 15053.
+    let agent = udp_receiver(&env.pod, "127.0.0.1:15053");
+    send_udp_as(&env.pod, APP_UID, "10.0.1.1:53", "app-query");
+    let got = agent.join().unwrap().unwrap();
+    assert!(got.starts_with("app-query from=10.0.1.2:"), "{got}");
+
+    // The agent itself (proxy uid) reaches the real resolver.
+    let resolver = udp_receiver(&env.peer, "10.0.1.1:53");
+    send_udp_as(&env.pod, PROXY_UID, "10.0.1.1:53", "agent-query");
+    let got = resolver.join().unwrap().unwrap();
+    assert!(got.starts_with("agent-query from=10.0.1.2:"), "{got}");
+
+    // DNS over TCP is captured too.
+    let _agent_tcp =
+        AddrServer::start(&env.pod, "agent-dns", &[addr("127.0.0.1:15053")], false).unwrap();
+    let reply = connect_as(&env.pod, APP_UID, addr("10.0.1.1:53")).unwrap();
+    assert_eq!(label(&reply), "agent-dns", "{reply}");
+    assert_eq!(field(&reply, "orig"), "10.0.1.1:53");
+}
+
 #[test]
 fn reapplying_changes_nothing_and_cleanup_restores_the_exact_previous_state() {
     if !require_root("reapplying_changes_nothing_and_cleanup_restores_the_exact_previous_state") {

@@ -68,6 +68,14 @@ impl Netns {
         checked(cmd)
     }
 
+    /// Gives processes started with [`Self::command`] their own `/etc/resolv.conf`
+    /// (`ip netns exec` bind-mounts `/etc/netns/<name>/resolv.conf` over it).
+    pub fn set_resolv_conf(&self, contents: &str) -> std::io::Result<()> {
+        let dir = format!("/etc/netns/{}", self.name);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(format!("{dir}/resolv.conf"), contents)
+    }
+
     /// Sets a sysctl inside the namespace (`net.ipv6.conf.eth0.accept_dad` style key).
     pub fn sysctl(&self, key: &str, value: &str) -> std::io::Result<()> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
@@ -104,6 +112,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
         let _ = ip(["netns", "del", self.name.as_str()]);
     }
 }
