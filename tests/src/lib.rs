@@ -6,9 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod echo;
+pub mod envoy;
+pub mod http;
 pub mod netns;
 
 pub use echo::{AddrServer, connect_as, connect_from};
+pub use envoy::{EnvoyProcess, envoy_binary, require_envoy};
 pub use netns::{Netns, link};
 
 /// Whether this process can create network namespaces and program iptables.
@@ -24,4 +27,26 @@ pub fn require_root(test: &str) -> bool {
     }
     eprintln!("SKIPPED {test}: needs root (network namespaces, iptables); CI runs it as root");
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real Envoy starts from a minimal bootstrap and answers on its admin port.
+    #[test]
+    fn envoy_starts_and_reports_live() {
+        let Some(bin) = require_envoy("envoy_starts_and_reports_live") else {
+            return;
+        };
+        let envoy = EnvoyProcess::start(
+            &bin,
+            "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 0 }\n",
+            &[],
+        )
+        .unwrap();
+        let (status, body) = http::get(envoy.admin, "/server_info").unwrap();
+        assert_eq!(status, 200);
+        assert!(body.contains("\"state\": \"LIVE\""), "{body}");
+    }
 }
