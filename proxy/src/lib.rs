@@ -1,6 +1,13 @@
 //! The sidecar data plane: an Envoy-compatible proxy driven by xDS.
 //!
-//! Not built yet: the command line, bootstrap, listeners and filters arrive with the
-//! proxy-core issue. This crate exists so the workspace layout of `DESIGN.md` holds from
-//! the start.
+//! Layout follows Envoy's concepts (see the repository's DESIGN notes):
+//!
+//! - [`cli`]: Envoy's command line, as pilot-agent passes it;
+//! - [`proto`]: the Envoy v3 protos as JSON/YAML (proto3 JSON mapping, `@type` Any,
+//!   `TypedStruct`), for bootstrap files and `/config_dump`;
+//! - [`bootstrap`]: loading and checking a bootstrap.
 #![forbid(unsafe_code)]
+
+pub mod bootstrap;
+pub mod cli;
+pub mod proto;
