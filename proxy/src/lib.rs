@@ -10,4 +10,6 @@
 
 pub mod bootstrap;
 pub mod cli;
+pub mod matcher;
 pub mod proto;
+pub mod stats;
