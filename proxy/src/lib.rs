@@ -10,6 +10,12 @@
 
 pub mod bootstrap;
 pub mod cli;
+pub mod config;
 pub mod matcher;
 pub mod proto;
 pub mod stats;
+pub mod tcp;
+pub mod upstream;
+
+#[cfg(test)]
+mod proto_test_util;

@@ -1,0 +1,208 @@
+//! `envoy.filters.network.tcp_proxy`: connect to a cluster and copy bytes both ways.
+
+pub mod copy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
+use crate::stats::{Counter, Gauge, Store};
+use crate::upstream::{ClusterManager, ConnectError, LbContext, connect, lb};
+use copy::{CopyError, From, copy_bidirectional};
+
+/// Envoy's tcp_proxy stats (`tcp.<stat_prefix>.*`).
+#[derive(Debug, Clone)]
+pub struct TcpProxyStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_no_route: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    pub downstream_cx_rx_bytes_buffered: Gauge,
+    pub downstream_cx_tx_bytes_buffered: Gauge,
+    pub downstream_flow_control_paused_reading_total: Counter,
+    pub downstream_flow_control_resumed_reading_total: Counter,
+    pub idle_timeout: Counter,
+    pub max_downstream_connection_duration: Counter,
+    pub upstream_flush_total: Counter,
+    pub upstream_flush_active: Gauge,
+}
+
+// === impl TcpProxyStats ===
+
+impl TcpProxyStats {
+    pub fn new(store: &Store, stat_prefix: &str) -> Self {
+        let s = store.scope(format!("tcp.{stat_prefix}."));
+        Self {
+            downstream_cx_total: s.counter("downstream_cx_total"),
+            downstream_cx_no_route: s.counter("downstream_cx_no_route"),
+            downstream_cx_rx_bytes_total: s.counter("downstream_cx_rx_bytes_total"),
+            downstream_cx_tx_bytes_total: s.counter("downstream_cx_tx_bytes_total"),
+            downstream_cx_rx_bytes_buffered: s.gauge("downstream_cx_rx_bytes_buffered"),
+            downstream_cx_tx_bytes_buffered: s.gauge("downstream_cx_tx_bytes_buffered"),
+            downstream_flow_control_paused_reading_total: s
+                .counter("downstream_flow_control_paused_reading_total"),
+            downstream_flow_control_resumed_reading_total: s
+                .counter("downstream_flow_control_resumed_reading_total"),
+            idle_timeout: s.counter("idle_timeout"),
+            max_downstream_connection_duration: s.counter("max_downstream_connection_duration"),
+            upstream_flush_total: s.counter("upstream_flush_total"),
+            upstream_flush_active: s.gauge("upstream_flush_active"),
+        }
+    }
+}
+
+/// A tcp_proxy filter instance (one per filter chain).
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub config: TcpProxyConfig,
+    pub stats: TcpProxyStats,
+}
+
+/// How a proxied connection ended, for access logs and tests.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Both sides closed; bytes moved downstream->upstream and back.
+    Done { sent: u64, received: u64 },
+    /// No cluster of that name (`NR`).
+    NoRoute,
+    /// Connecting failed (`UF`, `UO`, `UH`).
+    ConnectFailed(ConnectError),
+    /// The idle timeout closed it.
+    Idle,
+    /// A side reset or failed.
+    Error(CopyError),
+    /// The max connection duration closed it.
+    MaxDuration,
+}
+
+/// What tcp_proxy needs to know about the downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The destination the client dialled (restored from SO_ORIGINAL_DST where captured).
+    pub original_dst: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+// === impl TcpProxy ===
+
+impl TcpProxy {
+    pub fn new(config: TcpProxyConfig, store: &Store) -> Self {
+        let stats = TcpProxyStats::new(store, &config.stat_prefix);
+        Self { config, stats }
+    }
+
+    /// The cluster this connection goes to.
+    fn cluster_name(&self) -> &Arc<str> {
+        match &self.config.route {
+            TcpRoute::Cluster(c) => c,
+            TcpRoute::Weighted { clusters, total } => {
+                let mut r = lb::random() % total;
+                for (name, w) in clusters {
+                    if r < u64::from(*w) {
+                        return name;
+                    }
+                    r -= u64::from(*w);
+                }
+                &clusters[clusters.len() - 1].0
+            }
+        }
+    }
+
+    /// Proxies one downstream connection to completion.
+    pub async fn run<D>(
+        &self,
+        mut downstream: D,
+        conn: Downstream,
+        clusters: &ClusterManager,
+    ) -> Outcome
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.stats.downstream_cx_total.inc();
+        let name = self.cluster_name();
+        let Some(cluster) = clusters.get(name) else {
+            tracing::debug!(cluster = &**name, "tcp_proxy: no such cluster");
+            self.stats.downstream_cx_no_route.inc();
+            return Outcome::NoRoute;
+        };
+        let ctx = LbContext {
+            original_dst: Some(conn.original_dst),
+        };
+        let mut attempt = 0;
+        let upstream = loop {
+            attempt += 1;
+            match connect(&cluster, &ctx).await {
+                Ok(up) => break up,
+                Err(e)
+                    if attempt >= self.config.max_connect_attempts
+                        || matches!(
+                            e,
+                            ConnectError::Overflow | ConnectError::NoHealthyUpstream
+                        ) =>
+                {
+                    tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
+                    return Outcome::ConnectFailed(e);
+                }
+                Err(e) => tracing::debug!(
+                    cluster = cluster.name(),
+                    "tcp_proxy: attempt {attempt}: {e}"
+                ),
+            }
+        };
+        let (mut up_io, _host, handle) = upstream.into_parts();
+        let cstats = &handle.cluster().stats;
+        let observer = |from: From, n: usize| {
+            let n = n as u64;
+            match from {
+                From::A => {
+                    self.stats.downstream_cx_rx_bytes_total.add(n);
+                    cstats.upstream_cx_tx_bytes_total.add(n);
+                }
+                From::B => {
+                    self.stats.downstream_cx_tx_bytes_total.add(n);
+                    cstats.upstream_cx_rx_bytes_total.add(n);
+                }
+            }
+        };
+        let copy = copy_bidirectional(
+            &mut downstream,
+            &mut up_io,
+            self.config.idle_timeout,
+            &observer,
+        );
+        let result = match self.config.max_downstream_connection_duration {
+            Some(max) => match tokio::time::timeout(max, copy).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.stats.max_downstream_connection_duration.inc();
+                    cstats.upstream_cx_destroy_local.inc();
+                    return Outcome::MaxDuration;
+                }
+            },
+            None => copy.await,
+        };
+        match result {
+            Ok(t) => {
+                cstats.upstream_cx_destroy_remote.inc();
+                Outcome::Done {
+                    sent: t.a_to_b,
+                    received: t.b_to_a,
+                }
+            }
+            Err(CopyError::Idle) => {
+                self.stats.idle_timeout.inc();
+                cstats.upstream_cx_destroy_local.inc();
+                Outcome::Idle
+            }
+            Err(e) => {
+                match e {
+                    CopyError::B(_) => cstats.upstream_cx_destroy_remote.inc(),
+                    _ => cstats.upstream_cx_destroy_local.inc(),
+                }
+                Outcome::Error(e)
+            }
+        }
+    }
+}

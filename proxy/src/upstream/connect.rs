@@ -1,0 +1,270 @@
+//! Opening upstream connections: pick a host, respect the circuit breaker, bind the source
+//! address, connect within the cluster's timeout, and account for it all in Envoy's stats.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
+
+use super::cluster::{Cluster, ConnectionSlot, LbContext};
+use super::host::{Host, HostAddr};
+use crate::config::cluster::{Keepalive, UpstreamTransport};
+
+/// Why no upstream connection could be made. Each maps to one of Envoy's response flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
+    #[error("upstream connection overflow (circuit breaker max_connections)")]
+    Overflow,
+    #[error("connection timeout")]
+    Timeout,
+    #[error("connection failure: {0}")]
+    Failed(io::Error),
+    #[error("failed to bind source address {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("upstream TLS is not implemented yet; refusing to connect in plaintext")]
+    TlsUnavailable,
+}
+
+// === impl ConnectError ===
+
+impl ConnectError {
+    /// Envoy's response flag for this failure (access logs, `response_flags` label).
+    pub fn response_flag(&self) -> &'static str {
+        match self {
+            Self::NoHealthyUpstream => "UH",
+            Self::Overflow => "UO",
+            Self::Timeout | Self::Failed(_) | Self::Bind { .. } | Self::TlsUnavailable => "UF",
+        }
+    }
+}
+
+/// An upstream byte stream.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+/// An open upstream connection. Dropping it closes the connection and settles the stats.
+#[derive(Debug)]
+pub struct Upstream {
+    pub io: UpstreamIo,
+    pub host: Arc<Host>,
+    guard: Guard,
+}
+
+#[derive(Debug)]
+struct Guard {
+    slot: ConnectionSlot,
+    host: Arc<Host>,
+    opened: Instant,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let stats = &self.slot.cluster().stats;
+        stats.upstream_cx_active.dec();
+        stats.upstream_cx_destroy.inc();
+        stats
+            .upstream_cx_length_ms
+            .record(self.opened.elapsed().as_millis() as u64);
+        self.host.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        self.guard.slot.cluster()
+    }
+
+    /// Splits into the stream and a handle that keeps the accounting alive.
+    pub fn into_parts(self) -> (UpstreamIo, Arc<Host>, UpstreamHandle) {
+        (self.io, self.host, UpstreamHandle(self.guard))
+    }
+}
+
+/// Keeps an upstream connection counted until dropped.
+#[derive(Debug)]
+pub struct UpstreamHandle(Guard);
+
+impl UpstreamHandle {
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        self.0.slot.cluster()
+    }
+}
+
+/// Connects to a host of `cluster`.
+pub async fn connect(cluster: &Arc<Cluster>, ctx: &LbContext) -> Result<Upstream, ConnectError> {
+    let host = cluster.choose(ctx).ok_or(ConnectError::NoHealthyUpstream)?;
+    connect_host(cluster, host).await
+}
+
+/// Connects to a given host of `cluster`.
+pub async fn connect_host(
+    cluster: &Arc<Cluster>,
+    host: Arc<Host>,
+) -> Result<Upstream, ConnectError> {
+    let slot = cluster.acquire_connection().ok_or(ConnectError::Overflow)?;
+    if matches!(host.transport, UpstreamTransport::Tls(_)) {
+        cluster.stats.upstream_cx_connect_fail.inc();
+        return Err(ConnectError::TlsUnavailable);
+    }
+    let cfg = &cluster.config;
+    let stats = &cluster.stats;
+    stats.upstream_cx_total.inc();
+    host.cx_total.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        cfg.connect_timeout,
+        open(&host.addr, cfg.source_address, cfg.keepalive),
+    )
+    .await;
+    let io = match result {
+        Err(_) => {
+            stats.upstream_cx_connect_timeout.inc();
+            stats.upstream_cx_connect_fail.inc();
+            return Err(ConnectError::Timeout);
+        }
+        Ok(Err(e)) => {
+            if matches!(e, ConnectError::Bind { .. }) {
+                stats.bind_errors.inc();
+            }
+            stats.upstream_cx_connect_fail.inc();
+            return Err(e);
+        }
+        Ok(Ok(io)) => io,
+    };
+    stats
+        .upstream_cx_connect_ms
+        .record(started.elapsed().as_millis() as u64);
+    stats.upstream_cx_active.inc();
+    host.active.fetch_add(1, Ordering::Relaxed);
+    Ok(Upstream {
+        io,
+        host: host.clone(),
+        guard: Guard {
+            slot,
+            host,
+            opened: Instant::now(),
+        },
+    })
+}
+
+async fn open(
+    addr: &HostAddr,
+    source: Option<std::net::IpAddr>,
+    keepalive: Option<Keepalive>,
+) -> Result<UpstreamIo, ConnectError> {
+    let dst = match addr {
+        HostAddr::Pipe(path) => {
+            return UnixStream::connect(path)
+                .await
+                .map(UpstreamIo::Unix)
+                .map_err(ConnectError::Failed);
+        }
+        HostAddr::Ip(dst) => *dst,
+    };
+    let socket = if dst.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::Failed)?;
+    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == dst.is_ipv4()) {
+        let addr = SocketAddr::new(ip, 0);
+        socket
+            .bind(addr)
+            .map_err(|source| ConnectError::Bind { addr, source })?;
+    }
+    if let Some(ka) = keepalive {
+        let sock = socket2::SockRef::from(&socket);
+        let mut params = socket2::TcpKeepalive::new();
+        if let Some(t) = ka.time {
+            params = params.with_time(t);
+        }
+        if let Some(i) = ka.interval {
+            params = params.with_interval(i);
+        }
+        if let Some(p) = ka.probes {
+            params = params.with_retries(p);
+        }
+        sock.set_tcp_keepalive(&params)
+            .map_err(ConnectError::Failed)?;
+    }
+    let stream = socket.connect(dst).await.map_err(ConnectError::Failed)?;
+    stream.set_nodelay(true).map_err(ConnectError::Failed)?;
+    Ok(UpstreamIo::Tcp(stream))
+}
+
+/// The default connect timeout when a cluster does not set one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// === impl UpstreamIo ===
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Self::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(s) => s.is_write_vectored(),
+            Self::Unix(s) => s.is_write_vectored(),
+        }
+    }
+}
