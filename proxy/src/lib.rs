@@ -5,9 +5,12 @@
 //! - [`cli`]: Envoy's command line, as pilot-agent passes it;
 //! - [`proto`]: the Envoy v3 protos as JSON/YAML (proto3 JSON mapping, `@type` Any,
 //!   `TypedStruct`), for bootstrap files and `/config_dump`;
-//! - [`bootstrap`]: loading and checking a bootstrap.
+//! - [`bootstrap`]: loading and checking a bootstrap;
+//! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
+//!   Envoy's filter chain selection.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
 pub mod cli;
+pub mod listener;
 pub mod proto;
