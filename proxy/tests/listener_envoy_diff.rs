@@ -37,6 +37,8 @@ fn fcm() -> M {
     M::default()
 }
 
+// === impl M ===
+
 impl M {
     fn port(mut self, p: u16) -> Self {
         self.0.destination_port = Some(UInt32Value { value: p.into() });
@@ -519,86 +521,90 @@ fn chain_selection_matches_envoy() {
     );
 }
 
+/// Listener configs with a known verdict: rejected ones first, then ones Envoy accepts.
+fn validation_cases() -> Vec<(&'static str, Vec<(String, FilterChainMatch)>)> {
+    let mut suffix = fcm();
+    suffix.0.address_suffix = "10.0.0.1".into();
+    let pair = |a: M, b: M| chains(vec![("a", a), ("b", b)]);
+    let one = |a: M| chains(vec![("a", a)]);
+    vec![
+        (
+            "identical",
+            pair(fcm().sni(&["a.com"]), fcm().sni(&["a.com"])),
+        ),
+        (
+            "overlapping",
+            pair(fcm().sni(&["a.com", "b.com"]), fcm().sni(&["b.com"])),
+        ),
+        (
+            "case-folded overlap",
+            pair(fcm().sni(&["A.com"]), fcm().sni(&["a.com"])),
+        ),
+        (
+            "wildcard vs dot",
+            pair(fcm().sni(&["*.a.com"]), fcm().sni(&[".a.com"])),
+        ),
+        ("repeated alpn", one(fcm().alpn(&["h2", "h2"]))),
+        ("empty alpn vs none", pair(fcm().alpn(&[""]), fcm())),
+        ("partial wildcard", one(fcm().sni(&["*w.example.com"]))),
+        ("bare star", one(fcm().sni(&["*"]))),
+        ("address_suffix", one(suffix)),
+        ("malformed address", one(fcm().dst("10.0.0.300", 8))),
+        ("prefix too long", one(fcm().dst("::1", 129))),
+        ("port zero", one(fcm().port(0))),
+        (
+            "same range spelled twice",
+            pair(fcm().dst("10.0.0.1", 8), fcm().dst("10.0.0.0", 8)),
+        ),
+        ("ok: star dot", one(fcm().sni(&["*.", "*.*.com"]))),
+        ("ok: v4 /33", one(fcm().dst("10.0.0.1", 33))),
+        (
+            "ok: implicit and explicit catch-all",
+            pair(fcm(), fcm().dst("0.0.0.0", 0)),
+        ),
+        (
+            "ok: empty and named alpn",
+            pair(fcm().alpn(&[""]), fcm().alpn(&["h2"])),
+        ),
+        (
+            "ok: istio permissive",
+            permissive([15006, 80, 9000, 1]).chains,
+        ),
+    ]
+}
+
+/// Whether `envoy --mode validate` accepts a listener with these chains; its log otherwise.
+fn envoy_accepts(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    layout: &Layout,
+) -> Result<(), String> {
+    let path = dir.join("validate.yaml");
+    std::fs::write(&path, bootstrap(std::slice::from_ref(layout))).unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--mode", "validate", "-l", "critical", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Listener configs that both Envoy (`--mode validate`) and we accept or both reject.
 #[test]
 fn config_errors_match_envoy() {
     let Some(bin) = e2e::require_envoy("config_errors_match_envoy") else {
         return;
     };
-    let mut suffix = fcm();
-    suffix.0.address_suffix = "10.0.0.1".into();
-    let cases: Vec<(&str, Vec<(&str, M)>)> = vec![
-        (
-            "identical",
-            vec![("a", fcm().sni(&["a.com"])), ("b", fcm().sni(&["a.com"]))],
-        ),
-        (
-            "overlapping",
-            vec![
-                ("a", fcm().sni(&["a.com", "b.com"])),
-                ("b", fcm().sni(&["b.com"])),
-            ],
-        ),
-        (
-            "case-folded overlap",
-            vec![("a", fcm().sni(&["A.com"])), ("b", fcm().sni(&["a.com"]))],
-        ),
-        (
-            "wildcard vs dot",
-            vec![
-                ("a", fcm().sni(&["*.a.com"])),
-                ("b", fcm().sni(&[".a.com"])),
-            ],
-        ),
-        ("repeated alpn", vec![("a", fcm().alpn(&["h2", "h2"]))]),
-        (
-            "empty alpn vs none",
-            vec![("a", fcm().alpn(&[""])), ("b", fcm())],
-        ),
-        (
-            "partial wildcard",
-            vec![("a", fcm().sni(&["*w.example.com"]))],
-        ),
-        ("bare star", vec![("a", fcm().sni(&["*"]))]),
-        ("address_suffix", vec![("a", suffix)]),
-        ("malformed address", vec![("a", fcm().dst("10.0.0.300", 8))]),
-        ("prefix too long", vec![("a", fcm().dst("::1", 129))]),
-        ("port zero", vec![("a", fcm().port(0))]),
-        (
-            "same range spelled twice",
-            vec![
-                ("a", fcm().dst("10.0.0.1", 8)),
-                ("b", fcm().dst("10.0.0.0", 8)),
-            ],
-        ),
-        ("ok: star dot", vec![("a", fcm().sni(&["*.", "*.*.com"]))]),
-        ("ok: v4 /33", vec![("a", fcm().dst("10.0.0.1", 33))]),
-        (
-            "ok: implicit and explicit catch-all",
-            vec![("a", fcm()), ("b", fcm().dst("0.0.0.0", 0))],
-        ),
-        (
-            "ok: empty and named alpn",
-            vec![("a", fcm().alpn(&[""])), ("b", fcm().alpn(&["h2"]))],
-        ),
-        (
-            "ok: istio permissive",
-            permissive([15006, 80, 9000, 1])
-                .chains
-                .into_iter()
-                .map(|(n, m)| (leak(n), M(m)))
-                .collect(),
-        ),
-    ];
     let dir = tempfile::tempdir().unwrap();
-    for (what, list) in cases {
+    for (what, chains) in validation_cases() {
         let layout = Layout {
             name: "validate",
             ports: vec![19_999],
-            chains: list
-                .into_iter()
-                .map(|(n, m)| (n.to_string(), m.0))
-                .collect(),
+            chains,
             default_chain: None,
         };
         let ours = FilterChainMatcher::new(
@@ -608,24 +614,15 @@ fn config_errors_match_envoy() {
                 chain: (),
             }),
             None,
-        );
-        let path = dir.path().join("validate.yaml");
-        std::fs::write(&path, bootstrap(std::slice::from_ref(&layout))).unwrap();
-        let out = std::process::Command::new(&bin)
-            .args(["--mode", "validate", "-l", "critical", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        let envoy = envoy_accepts(&bin, dir.path(), &layout);
         assert_eq!(
-            out.status.success(),
+            envoy.is_ok(),
             ours.is_ok(),
-            "{what}: envoy {}, us {:?}",
-            String::from_utf8_lossy(&out.stderr),
-            ours.err().map(|e| e.to_string())
+            "{what}: envoy {envoy:?}, us {ours:?}"
         );
+        assert_eq!(ours.is_ok(), what.starts_with("ok:"), "{what}: {ours:?}");
     }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
 }

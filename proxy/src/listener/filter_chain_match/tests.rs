@@ -27,6 +27,8 @@ fn cidr(s: &str) -> CidrRange {
     }
 }
 
+// === impl M ===
+
 impl M {
     fn port(mut self, p: u32) -> Self {
         self.0.destination_port = Some(UInt32Value { value: p });
@@ -113,6 +115,8 @@ fn conn(local: &str) -> Conn {
         alpn: Vec::new(),
     }
 }
+
+// === impl Conn ===
 
 impl Conn {
     fn from(mut self, remote: &str) -> Self {

@@ -89,8 +89,30 @@ fn framing(body: &[u8]) -> Option<(u16, &[u8])> {
     (r.is_empty() && no_duplicates(extensions)?).then_some((version, extensions))
 }
 
-/// Whether no extension type repeats; `None` if the block is malformed.
+/// Whether no extension type repeats; `None` if the block is malformed. Hellos carry a few
+/// dozen extensions at most, compared pairwise on the stack; more fall back to a bitmap.
 fn no_duplicates(extensions: &[u8]) -> Option<bool> {
+    let mut seen = [0u16; 32];
+    let mut count = 0;
+    let mut r = Reader::new(extensions);
+    while !r.is_empty() {
+        let ty = r.u16()?;
+        r.u16_prefixed()?;
+        let Some(slot) = seen.get_mut(count) else {
+            return no_duplicates_bitmap(extensions);
+        };
+        *slot = ty;
+        count += 1;
+    }
+    let seen = seen.get(..count)?;
+    Some(
+        seen.iter()
+            .enumerate()
+            .all(|(i, ty)| !seen.get(i + 1..).unwrap_or_default().contains(ty)),
+    )
+}
+
+fn no_duplicates_bitmap(extensions: &[u8]) -> Option<bool> {
     let mut seen = [0u64; 1024];
     let mut r = Reader::new(extensions);
     while !r.is_empty() {
@@ -159,4 +181,32 @@ fn range_in(outer: &[u8], inner: &[u8]) -> Option<Range<usize>> {
     let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
     let end = start.checked_add(inner.len())?;
     (end <= outer.len()).then_some(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(types: &[u16]) -> Vec<u8> {
+        types
+            .iter()
+            .flat_map(|t| [t.to_be_bytes(), [0, 0]].concat())
+            .collect()
+    }
+
+    #[test]
+    fn repeated_extensions_are_found_in_small_and_large_blocks() {
+        let distinct: Vec<u16> = (0..40).collect();
+        assert_eq!(no_duplicates(&block(&distinct[..5])), Some(true));
+        assert_eq!(no_duplicates(&block(&[1, 2, 3, 2])), Some(false));
+        assert_eq!(no_duplicates(&block(&distinct)), Some(true), "more than 32");
+        let mut repeated = distinct.clone();
+        repeated.push(0);
+        assert_eq!(
+            no_duplicates(&block(&repeated)),
+            Some(false),
+            "more than 32"
+        );
+        assert_eq!(no_duplicates(&[0, 1, 0]), None, "truncated");
+    }
 }

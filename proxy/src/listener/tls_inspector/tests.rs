@@ -63,6 +63,8 @@ fn standard() -> Hello {
     ])
 }
 
+// === impl Hello ===
+
 impl Hello {
     fn body(&self) -> Vec<u8> {
         let ciphers: Vec<u8> = self.ciphers.iter().flat_map(|c| c.to_be_bytes()).collect();
@@ -313,14 +315,14 @@ fn what_boringssl_checks_after_envoy_stops_does_not_matter() {
     }
 }
 
-#[test]
-fn framing_errors_are_not_tls() {
+/// Inputs BoringSSL rejects before Envoy's callback runs: Envoy calls them `raw_buffer`.
+fn not_tls_inputs() -> Vec<(&'static str, Vec<u8>)> {
     let dup = hello(vec![
         sni_ext(b"a.com"),
         ext(0x1234, b"zz"),
         ext(0x1234, b""),
     ]);
-    let cases = [
+    vec![
         ("duplicate extension", dup.wire()),
         (
             "session id of 33",
@@ -397,8 +399,12 @@ fn framing_errors_are_not_tls() {
         ("record over 16704 bytes", vec![22, 3, 1, 0x4e, 0x20]),
         ("empty ECH", hello(vec![ext(0xfe0d, b"")]).wire()),
         ("truncated outer ECH", hello(vec![ext(0xfe0d, &[0])]).wire()),
-    ];
-    for (what, wire) in cases {
+    ]
+}
+
+#[test]
+fn framing_errors_are_not_tls() {
+    for (what, wire) in not_tls_inputs() {
         assert_eq!(inspect(&wire), TlsInspection::NotTls, "{what}");
     }
 }
@@ -616,6 +622,8 @@ fn config_follows_envoys_limits() {
 
 /// xorshift64: deterministic pseudo-random bytes.
 struct Rng(u64);
+
+// === impl Rng ===
 
 impl Rng {
     fn next(&mut self) -> u64 {
