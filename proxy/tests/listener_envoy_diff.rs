@@ -172,6 +172,7 @@ fn general(ports: [u16; 2]) -> Layout {
             ("sni-exact", fcm().sni(&["www.example.com"])),
             ("sni-wild-h2", fcm().sni(&["*.example.com"]).alpn(&["h2"])),
             ("sni-wild", fcm().sni(&["*.example.com"])),
+            ("sni-wild-deep", fcm().sni(&["*.b.example.com"])),
             ("sni-com", fcm().sni(&["*.com"]).transport("tls")),
             ("dst2-tls", fcm().dst("127.0.0.2", 32).transport("tls")),
             (
@@ -398,6 +399,18 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
         ("tls-api", rustls_hello(Some("api.example.com"), &[], false)),
         ("tls-bare", rustls_hello(None, &[], false)),
         (
+            "tls-deep-name",
+            rustls_hello(Some("a.b.example.com"), &[], false),
+        ),
+        (
+            "tls-apex-name",
+            rustls_hello(Some("example.com"), &["h2"], false),
+        ),
+        (
+            "tls-upper-case-sni",
+            crafted_hello(0x0303, b"WWW.Example.COM"),
+        ),
+        (
             "tls-sslv3-version",
             crafted_hello(0x0300, b"www.example.com"),
         ),
@@ -485,6 +498,7 @@ fn chain_selection_matches_envoy() {
     let dsts = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
     let srcs = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 5)];
     let (mut total, mut mismatches, mut answered) = (0, Vec::new(), 0);
+    let mut hit = std::collections::BTreeSet::new();
     for layout in &layouts {
         let m = matcher(layout);
         for &port in &layout.ports {
@@ -496,6 +510,9 @@ fn chain_selection_matches_envoy() {
                         let we_say = ask_us(&m, dst, local, payload);
                         total += 1;
                         answered += usize::from(envoy_says.is_some());
+                        if let Some(name) = &envoy_says {
+                            hit.insert(format!("{}/{name}", layout.name));
+                        }
                         if envoy_says != we_say {
                             mismatches.push(format!(
                                 "{} port {port} {src} -> {dst} {what}: envoy {envoy_says:?}, us {we_say:?}",

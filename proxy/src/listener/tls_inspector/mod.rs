@@ -15,8 +15,9 @@
 //! - any failure of the above means "not TLS": the connection goes on as `raw_buffer`.
 //!
 //! Envoy 1.40 closes the connection instead when the ClientHello's version is outside TLS
-//! 1.0-1.3, when the first record is a close_notify alert, or when the ClientHello is not
-//! complete within `max_client_hello_size` bytes (16 KiB by default and at most).
+//! 1.0-1.3, when the first record is a close_notify alert, when the ClientHello is not
+//! complete within `max_client_hello_size` bytes (16 KiB by default and at most), or, with
+//! `close_connection_on_client_hello_parsing_errors`, whenever it is not TLS.
 //! Everything BoringSSL checks later (version negotiation, ciphers, compression, other
 //! extensions) cannot change the verdict.
 
@@ -38,6 +39,8 @@ pub const MAX_CLIENT_HELLO_SIZE: usize = 16 * 1024;
 pub struct TlsInspector {
     max_client_hello_size: usize,
     initial_read_buffer_size: usize,
+    /// `close_connection_on_client_hello_parsing_errors`: close instead of `raw_buffer`.
+    close_if_not_tls: bool,
 }
 
 /// The inspector's verdict on the bytes seen so far.
@@ -62,6 +65,8 @@ pub enum TlsCloseReason {
     UnsupportedVersion(u16),
     /// The peer opened with a close_notify alert.
     CloseNotify,
+    /// Not a ClientHello, with `close_connection_on_client_hello_parsing_errors` set.
+    NotClientHello,
 }
 
 /// A TLS ClientHello, borrowed from the peeked bytes when it came in one record.
@@ -89,13 +94,14 @@ impl Default for TlsInspector {
         Self {
             max_client_hello_size: MAX_CLIENT_HELLO_SIZE,
             initial_read_buffer_size: MAX_CLIENT_HELLO_SIZE,
+            close_if_not_tls: false,
         }
     }
 }
 
 impl TlsInspector {
-    /// The inspector a `TlsInspector` proto configures (JA3/JA4 are not supported and
-    /// ignored; `close_connection_on_client_hello_parsing_errors` is not honoured yet).
+    /// The inspector a `TlsInspector` proto configures (JA3/JA4 fingerprints are not
+    /// computed; their switches are ignored).
     pub fn from_proto(proto: &TlsInspectorProto) -> Result<Self, TlsInspectorConfigError> {
         let max = proto
             .max_client_hello_size
@@ -110,6 +116,7 @@ impl TlsInspector {
         Ok(Self {
             max_client_hello_size: max as usize,
             initial_read_buffer_size: initial as usize,
+            close_if_not_tls: proto.close_connection_on_client_hello_parsing_errors,
         })
     }
 
@@ -137,6 +144,9 @@ impl TlsInspector {
         match verdict {
             TlsInspection::NeedMoreData if buf.len() >= self.max_client_hello_size => {
                 TlsInspection::Close(TlsCloseReason::ClientHelloTooLarge)
+            }
+            TlsInspection::NotTls if self.close_if_not_tls => {
+                TlsInspection::Close(TlsCloseReason::NotClientHello)
             }
             verdict => verdict,
         }

@@ -616,6 +616,19 @@ fn config_follows_envoys_limits() {
         err.to_string(),
         "max_client_hello_size of 65536 is greater than maximum of 16384"
     );
+    let strict = TlsInspector::from_proto(&Proto {
+        close_connection_on_client_hello_parsing_errors: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        strict.inspect(b"GET / HTTP/1.1\r\n"),
+        TlsInspection::Close(TlsCloseReason::NotClientHello)
+    );
+    assert!(matches!(
+        strict.inspect(&standard().wire()),
+        TlsInspection::Tls(_)
+    ));
 }
 
 // --- robustness ------------------------------------------------------------------------------
