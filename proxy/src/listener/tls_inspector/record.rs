@@ -44,8 +44,8 @@ struct Assembly {
     header: [u8; 4],
     len: usize,
     records: usize,
-    /// `(offset in the buffer, length)` of the first handshake record's body.
-    first: (usize, usize),
+    /// Where the first handshake record's body starts in the buffer.
+    first: usize,
 }
 
 /// Reads the first handshake message from the bytes peeked so far.
@@ -84,18 +84,9 @@ pub(super) fn first_message(buf: &[u8]) -> FirstMessage<'_> {
             empty_records = 0;
         }
         match content_type {
-            CONTENT_ALERT => match body {
-                // A warning-level close_notify: BoringSSL reports a clean close, which
-                // Envoy's inspector treats as an error and closes the connection.
-                [1, 0] => return FirstMessage::Close(TlsCloseReason::CloseNotify),
-                [1, _] => {
-                    warning_alerts += 1;
-                    if warning_alerts > MAX_WARNING_ALERTS {
-                        return FirstMessage::NotTls;
-                    }
-                    continue;
-                }
-                _ => return FirstMessage::NotTls,
+            CONTENT_ALERT => match alert(body, &mut warning_alerts) {
+                Some(end) => return end,
+                None => continue,
             },
             CONTENT_HANDSHAKE => {}
             _ => return FirstMessage::NotTls,
@@ -121,6 +112,20 @@ enum Record<'a> {
     Complete((u8, &'a [u8], usize)),
     Partial,
     Invalid,
+}
+
+/// An alert before the ClientHello, as BoringSSL handles it: a warning-level close_notify
+/// is a clean close (which Envoy's inspector answers by closing the connection), up to four
+/// other warnings in a row are skipped, anything else fails the handshake.
+fn alert(body: &[u8], warnings: &mut u32) -> Option<FirstMessage<'static>> {
+    match body {
+        [1, 0] => Some(FirstMessage::Close(TlsCloseReason::CloseNotify)),
+        [1, _] => {
+            *warnings += 1;
+            (*warnings > MAX_WARNING_ALERTS).then_some(FirstMessage::NotTls)
+        }
+        _ => Some(FirstMessage::NotTls),
+    }
 }
 
 /// The record at `pos`: its content type, body and the offset after it.
@@ -161,7 +166,7 @@ impl Assembly {
             }
         }
         if self.records == 0 {
-            self.first = (offset, body.len());
+            self.first = offset;
         }
         self.records += 1;
         self.len += body.len();
@@ -178,7 +183,7 @@ impl Assembly {
     /// The message body: borrowed from the one record that holds it, else copied out of
     /// the records (a rare, large ClientHello).
     fn body<'a>(&self, buf: &'a [u8], msg_len: usize) -> Cow<'a, [u8]> {
-        let (offset, _) = self.first;
+        let offset = self.first;
         if self.records == 1 {
             return Cow::Borrowed(
                 buf.get(offset + 4..offset + 4 + msg_len)

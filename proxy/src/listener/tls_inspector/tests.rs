@@ -290,6 +290,23 @@ fn client_version_outside_tls_1_0_to_1_3_closes_the_connection() {
 }
 
 #[test]
+fn the_version_is_only_judged_once_the_hello_parses() {
+    let bad = [
+        hello(vec![sni_ext(b"a\0b")]),
+        hello(vec![sni_ext(b"a.com"), ext(0xfe0d, b"")]),
+        hello(vec![ext(0x1234, b""), ext(0x1234, b"")]),
+    ];
+    for h in bad {
+        let wire = Hello {
+            version: 0x0300,
+            ..h
+        }
+        .wire();
+        assert_eq!(inspect(&wire), TlsInspection::NotTls);
+    }
+}
+
+#[test]
 fn what_boringssl_checks_after_envoy_stops_does_not_matter() {
     let odd = [
         Hello {
