@@ -5,12 +5,15 @@
 //! - [`cli`]: Envoy's command line, as pilot-agent passes it;
 //! - [`proto`]: the Envoy v3 protos as JSON/YAML (proto3 JSON mapping, `@type` Any,
 //!   `TypedStruct`), for bootstrap files and `/config_dump`;
-//! - [`bootstrap`]: loading and checking a bootstrap.
+//! - [`bootstrap`]: loading and checking a bootstrap;
+//! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
+//!   Envoy's filter chain selection.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod listener;
 pub mod matcher;
 pub mod proto;
 pub mod stats;
