@@ -41,6 +41,8 @@ pub use path::{FieldPath, Segment};
 pub use pool::{DESCRIPTOR_SET, pool};
 pub use typed_struct::{is_typed_struct, unwrap_typed_struct};
 
+pub(crate) use wkt::utc as utc_parts;
+
 use decode::Decoder;
 use node::Node;
 use validate::{Checks, Walker};
