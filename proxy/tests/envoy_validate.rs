@@ -125,7 +125,8 @@ fn good_cases() -> Vec<Case> {
     ]
 }
 
-fn bad_cases() -> Vec<Case> {
+/// Unknown fields, enum values and types, with and without --allow-unknown-static-fields.
+fn unknown_field_cases() -> Vec<Case> {
     vec![
         case(
             "unknown field",
@@ -172,6 +173,12 @@ fn bad_cases() -> Vec<Case> {
                 "",
             )
         },
+    ]
+}
+
+/// Values that do not fit the schema.
+fn bad_value_cases() -> Vec<Case> {
+    vec![
         case(
             "Duration without unit",
             with_cluster("    dns_refresh_rate: 5\n"),
@@ -261,6 +268,12 @@ fn bad_cases() -> Vec<Case> {
             false,
             "socket_address.named_port",
         ),
+    ]
+}
+
+/// Documents that are not JSON/YAML, or not an object.
+fn bad_syntax_cases() -> Vec<Case> {
+    vec![
         case(
             "malformed YAML",
             format!("{}  bogus: [\n", admin()),
@@ -351,11 +364,24 @@ fn good_bootstraps_validate_in_both() {
 }
 
 #[test]
-fn bad_bootstraps_fail_in_both_and_we_name_the_field() {
+fn unknown_fields_get_the_same_verdict_in_both() {
     check(
-        bad_cases(),
-        "bad_bootstraps_fail_in_both_and_we_name_the_field",
+        unknown_field_cases(),
+        "unknown_fields_get_the_same_verdict_in_both",
     );
+}
+
+#[test]
+fn bad_values_fail_in_both_and_we_name_the_field() {
+    check(
+        bad_value_cases(),
+        "bad_values_fail_in_both_and_we_name_the_field",
+    );
+}
+
+#[test]
+fn bad_syntax_fails_in_both() {
+    check(bad_syntax_cases(), "bad_syntax_fails_in_both");
 }
 
 fn golden(name: &str) -> PathBuf {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{address, api_config_source};
+use envoy_types::pb::envoy::config::core::v3::{address, api_config_source, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint;
 use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
 use envoy_types::pb::envoy::extensions::bootstrap::internal_listener::v3::InternalListener;
@@ -87,6 +87,15 @@ fn pipe_path(cluster: &Cluster) -> String {
 }
 
 fn check(name: &str, node_cluster: &str, admin_port: u32, istio_version: &str, b: &Bootstrap) {
+    check_identity(name, node_cluster, istio_version, b);
+    check_admin(name, admin_port, b);
+    check_xds_and_sds(name, b);
+    check_static_listeners(name, b);
+    check_internal_listener_extension(name, b);
+}
+
+/// node.id, node.cluster and node.metadata as pilot-agent wrote them.
+fn check_identity(name: &str, node_cluster: &str, istio_version: &str, b: &Bootstrap) {
     let node = b.node.as_ref().unwrap();
     assert_eq!(node.id, "sidecar~1.2.3.4~foo~bar", "{name}");
     assert_eq!(node.cluster, node_cluster, "{name}");
@@ -101,7 +110,10 @@ fn check(name: &str, node_cluster: &str, admin_port: u32, istio_version: &str, b
         Some(Kind::NumberValue(15021.0)),
         "{name}"
     );
+}
 
+/// The admin listener pilot-agent polls: 127.0.0.1:<ProxyAdminPort>.
+fn check_admin(name: &str, admin_port: u32, b: &Bootstrap) {
     let admin = b.admin.as_ref().unwrap().address.as_ref().unwrap();
     let Some(address::Address::SocketAddress(admin)) = &admin.address else {
         panic!("{name}: admin is not a socket address")
@@ -109,29 +121,20 @@ fn check(name: &str, node_cluster: &str, admin_port: u32, istio_version: &str, b
     assert_eq!(admin.address, "127.0.0.1", "{name}");
     assert_eq!(
         admin.port_specifier,
-        Some(
-            envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(
-                admin_port
-            )
-        ),
+        Some(socket_address::PortSpecifier::PortValue(admin_port)),
         "{name}"
     );
+}
 
+/// Delta ADS over the xds-grpc pipe, SDS over the workload socket, both HTTP/2.
+fn check_xds_and_sds(name: &str, b: &Bootstrap) {
     let statics = b.static_resources.as_ref().unwrap();
     let clusters: Vec<&str> = statics.clusters.iter().map(|c| c.name.as_str()).collect();
     for expected in ["prometheus_stats", "agent", "sds-grpc", "xds-grpc"] {
         assert!(clusters.contains(&expected), "{name}: {clusters:?}");
     }
-    let listeners: Vec<&str> = statics.listeners.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(listeners, ["0.0.0.0_15090", "0.0.0.0_15021"], "{name}");
-
-    let ads = b
-        .dynamic_resources
-        .as_ref()
-        .unwrap()
-        .ads_config
-        .as_ref()
-        .unwrap();
+    let dynamic = b.dynamic_resources.as_ref().unwrap();
+    let ads = dynamic.ads_config.as_ref().unwrap();
     assert_eq!(
         ads.api_type,
         api_config_source::ApiType::DeltaGrpc as i32,
@@ -161,8 +164,13 @@ fn check(name: &str, node_cluster: &str, admin_port: u32, istio_version: &str, b
         cluster(b, "agent").connect_timeout.map(|d| d.nanos),
         Some(250_000_000)
     );
+}
 
-    // The 15090 listener's HCM routes /stats/prometheus to prometheus_stats.
+/// 15090 (Prometheus) and 15021 (readiness); 15090 routes /stats/prometheus onwards.
+fn check_static_listeners(name: &str, b: &Bootstrap) {
+    let statics = b.static_resources.as_ref().unwrap();
+    let listeners: Vec<&str> = statics.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(listeners, ["0.0.0.0_15090", "0.0.0.0_15021"], "{name}");
     let filter = &statics.listeners[0].filter_chains[0].filters[0];
     let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
         panic!("{name}: no typed_config")
@@ -174,8 +182,10 @@ fn check(name: &str, node_cluster: &str, admin_port: u32, istio_version: &str, b
     };
     let route = &routes.virtual_hosts[0].routes[0];
     assert!(format!("{route:?}").contains("prometheus_stats"), "{name}");
+}
 
-    // The internal_listener bootstrap extension is a TypedStruct; it unwraps.
+/// The internal_listener bootstrap extension is a TypedStruct; it unwraps.
+fn check_internal_listener_extension(name: &str, b: &Bootstrap) {
     let extension = b
         .bootstrap_extensions
         .iter()

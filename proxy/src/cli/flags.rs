@@ -17,7 +17,7 @@ use super::{DrainStrategy, IpVersion, LogLevel, Mode};
 )]
 pub(super) struct Flags {
     /// Path to configuration file
-    #[arg(short = 'c', long = "config-path", value_name = "string")]
+    #[arg(short = 'c', long = "config-path", value_name = "string", value_parser = path)]
     pub config_path: Option<PathBuf>,
     /// Inline YAML configuration, merges with the contents of --config-path
     #[arg(long = "config-yaml", value_name = "string")]
@@ -42,7 +42,7 @@ pub(super) struct Flags {
     #[arg(long = "skip-deprecated-logs")]
     pub skip_deprecated_logs: bool,
     /// Admin address path
-    #[arg(long = "admin-address-path", value_name = "string")]
+    #[arg(long = "admin-address-path", value_name = "string", value_parser = path)]
     pub admin_address_path: Option<PathBuf>,
     /// The local IP address version (v4 or v6)
     #[arg(long = "local-address-ip-version", value_enum, value_name = "string")]
@@ -60,7 +60,7 @@ pub(super) struct Flags {
     #[arg(long = "use-dynamic-base-id")]
     pub use_dynamic_base_id: bool,
     /// Path to which the base ID is written
-    #[arg(long = "base-id-path", value_name = "string")]
+    #[arg(long = "base-id-path", value_name = "string", value_parser = path)]
     pub base_id_path: Option<PathBuf>,
     /// Log level: trace, debug, info, warning|warn, error, critical, off [default: info]
     #[arg(short = 'l', long = "log-level", value_enum, value_name = "string")]
@@ -78,7 +78,7 @@ pub(super) struct Flags {
     #[arg(long = "enable-fine-grain-logging")]
     pub enable_fine_grain_logging: bool,
     /// Path to logfile
-    #[arg(long = "log-path", value_name = "string")]
+    #[arg(long = "log-path", value_name = "string", value_parser = path)]
     pub log_path: Option<PathBuf>,
     /// Emit the entire stack trace in a single log entry
     #[arg(long = "log-stacktrace-single-entry")]
@@ -146,6 +146,11 @@ pub(super) struct Flags {
     /// Everything after `--` (or `--ignore_rest`) is ignored
     #[arg(last = true, hide = true)]
     pub ignored: Vec<String>,
+}
+
+/// A path, possibly empty: Envoy takes `-c ''` as "not given" rather than an error.
+fn path(value: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(value))
 }
 
 // === impl Flags ===

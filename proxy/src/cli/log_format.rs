@@ -2,8 +2,8 @@
 //! `application_log_config.log_format.text_format`) and JSON formats (`json_format`, a map
 //! of keys to patterns), rendered for our tracing events.
 //!
-//! Supported spdlog flags: `%Y %m %d %H %M %S %T %D %R %e %f %F %z %l %L %n %t %P %v %_ %j
-//! %g %s %# %! %%`; `%^`/`%$` (colour) and alignment (`%-8l`) are accepted and ignored.
+//! Supported spdlog flags: `%Y %y %m %d %H %M %S %T %D %R %e %f %F %z %l %L %n %t %P %v %_
+//! %j %g %s %# %! %%`; `%^`/`%$` (colour) and alignment (`%-8l`) are accepted and ignored.
 //! Others print as written. Times are UTC (sidecar containers run in UTC).
 
 use std::fmt::Write as _;
@@ -29,6 +29,7 @@ pub struct Pattern(Vec<Token>);
 enum Token {
     Literal(String),
     Year,
+    ShortYear,
     Month,
     Day,
     Hour,
@@ -82,81 +83,36 @@ impl Pattern {
             }
             // Alignment and width (%-8l, %=10v): accepted, not applied.
             let mut skipped = String::new();
-            while let Some(&m) = chars.peek() {
-                if m == '-' || m == '=' || m.is_ascii_digit() {
-                    skipped.push(m);
-                    chars.next();
-                } else {
-                    break;
-                }
+            while let Some(&m) = chars
+                .peek()
+                .filter(|m| **m == '-' || **m == '=' || m.is_ascii_digit())
+            {
+                skipped.push(m);
+                chars.next();
             }
             let Some(flag) = chars.next() else {
                 literal.push('%');
                 literal.push_str(&skipped);
                 break;
             };
-            let token = match flag {
-                'Y' => Token::Year,
-                'm' => Token::Month,
-                'd' => Token::Day,
-                'H' => Token::Hour,
-                'M' => Token::Minute,
-                'S' => Token::Second,
-                'e' => Token::Millis,
-                'f' => Token::Micros,
-                'F' => Token::Nanos,
-                'z' => Token::UtcOffset,
-                'l' => Token::Level,
-                'L' => Token::ShortLevel,
-                'n' => Token::Logger,
-                't' => Token::Thread,
-                'P' => Token::Pid,
-                'v' => Token::Message,
-                '_' => Token::EscapedMessage,
-                'j' => Token::JsonMessage,
-                'g' => Token::File,
-                's' => Token::ShortFile,
-                '#' => Token::Line,
-                '!' => Token::Function,
-                'T' => {
-                    push_all(
-                        &mut tokens,
-                        &mut literal,
-                        &[Token::Hour, Token::Minute, Token::Second],
-                        ":",
-                    );
-                    continue;
+            match expand(flag) {
+                Some(parts) => {
+                    for part in parts {
+                        match part {
+                            Token::Literal(s) => literal.push_str(&s),
+                            token => {
+                                flush(&mut tokens, &mut literal);
+                                tokens.push(token);
+                            }
+                        }
+                    }
                 }
-                'R' => {
-                    push_all(
-                        &mut tokens,
-                        &mut literal,
-                        &[Token::Hour, Token::Minute],
-                        ":",
-                    );
-                    continue;
-                }
-                'D' => {
-                    push_all(&mut tokens, &mut literal, &[Token::Month, Token::Day], "/");
-                    literal.push('/');
-                    flush(&mut tokens, &mut literal);
-                    tokens.push(Token::Year);
-                    continue;
-                }
-                '^' | '$' => continue,
-                '%' => {
-                    literal.push('%');
-                    continue;
-                }
-                other => {
+                None => {
                     literal.push('%');
                     literal.push_str(&skipped);
-                    literal.push(other);
-                    continue;
+                    literal.push(flag);
                 }
-            };
-            flush(&mut tokens, &mut literal);
-            tokens.push(token);
+            }
         }
         flush(&mut tokens, &mut literal);
         Pattern(tokens)
@@ -176,6 +132,7 @@ impl Pattern {
                     Ok(())
                 }
                 Token::Year => write!(out, "{year:04}"),
+                Token::ShortYear => write!(out, "{:02}", year % 100),
                 Token::Month => write!(out, "{month:02}"),
                 Token::Day => write!(out, "{day:02}"),
                 Token::Hour => write!(out, "{hour:02}"),
@@ -250,13 +207,53 @@ fn flush(tokens: &mut Vec<Token>, literal: &mut String) {
     }
 }
 
-fn push_all(tokens: &mut Vec<Token>, literal: &mut String, parts: &[Token], separator: &str) {
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            literal.push_str(separator);
-        }
-        flush(tokens, literal);
-        tokens.push(part.clone());
+/// What one spdlog flag stands for, or `None` for a flag we do not know.
+fn expand(flag: char) -> Option<Vec<Token>> {
+    let sep = |s: &str| Token::Literal(s.to_string());
+    let one = |t: Token| Some(vec![t]);
+    match flag {
+        'Y' => one(Token::Year),
+        'y' => one(Token::ShortYear),
+        'm' => one(Token::Month),
+        'd' => one(Token::Day),
+        'H' => one(Token::Hour),
+        'M' => one(Token::Minute),
+        'S' => one(Token::Second),
+        'e' => one(Token::Millis),
+        'f' => one(Token::Micros),
+        'F' => one(Token::Nanos),
+        'z' => one(Token::UtcOffset),
+        'l' => one(Token::Level),
+        'L' => one(Token::ShortLevel),
+        'n' => one(Token::Logger),
+        't' => one(Token::Thread),
+        'P' => one(Token::Pid),
+        'v' => one(Token::Message),
+        '_' => one(Token::EscapedMessage),
+        'j' => one(Token::JsonMessage),
+        'g' => one(Token::File),
+        's' => one(Token::ShortFile),
+        '#' => one(Token::Line),
+        '!' => one(Token::Function),
+        'T' => Some(vec![
+            Token::Hour,
+            sep(":"),
+            Token::Minute,
+            sep(":"),
+            Token::Second,
+        ]),
+        'R' => Some(vec![Token::Hour, sep(":"), Token::Minute]),
+        'D' => Some(vec![
+            Token::Month,
+            sep("/"),
+            Token::Day,
+            sep("/"),
+            Token::ShortYear,
+        ]),
+        // Colour range: nothing to print.
+        '^' | '$' => Some(Vec::new()),
+        '%' => one(sep("%")),
+        _ => None,
     }
 }
 
@@ -325,7 +322,7 @@ mod tests {
     #[test]
     fn escaping_and_unknown_flags() {
         let mut out = String::new();
-        Pattern::parse("%-8l|%^%v%$|%q|100%%").render(&record("a\nb"), true, &mut out);
-        assert_eq!(out, "warning|a\\nb|%q|100%");
+        Pattern::parse("%-8l|%^%v%$|%q|100%%|%D %R").render(&record("a\nb"), true, &mut out);
+        assert_eq!(out, "warning|a\\nb|%q|100%|01/02/26 03:04");
     }
 }

@@ -372,8 +372,9 @@ impl Options {
         Ok(Options {
             mode: f.mode.unwrap_or_default(),
             bootstrap: bootstrap::Config {
-                config_path: f.config_path,
-                config_yaml: f.config_yaml,
+                // Empty means not given, as in Envoy.
+                config_path: f.config_path.filter(|p| !p.as_os_str().is_empty()),
+                config_yaml: f.config_yaml.filter(|y| !y.is_empty()),
                 unknown_fields: if allow_unknown {
                     UnknownFields::Ignore
                 } else {

@@ -70,8 +70,13 @@ fn defaults_are_envoys() {
     assert_eq!(o.dynamic_unknown_fields, DynamicUnknownFields::Warn);
     assert!(o.concurrency >= 1);
     assert!(o.no_effect.is_empty());
-    // --concurrency 0 means 1, as in Envoy.
+    // --concurrency 0 means 1, and empty -c/--config-yaml mean "not given", as in Envoy.
     assert_eq!(run(&["--concurrency", "0"]).concurrency, 1);
+    let empty = run(&["-c", "", "--config-yaml", ""]);
+    assert_eq!(
+        (empty.bootstrap.config_path, empty.bootstrap.config_yaml),
+        (None, None)
+    );
 }
 
 #[test]

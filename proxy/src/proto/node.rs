@@ -47,9 +47,17 @@ impl Node {
     pub(crate) fn from_yaml(text: &str) -> Result<Node, Error> {
         let options = serde_saphyr::options! {
             duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+            with_snippet: false,
         };
-        let node: Node = serde_saphyr::from_str_with_options(text, options)
-            .map_err(|e| Error::Yaml(e.to_string()))?;
+        let node: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let message = e.to_string();
+            Error::Yaml(
+                message
+                    .strip_prefix("error: ")
+                    .unwrap_or(&message)
+                    .to_string(),
+            )
+        })?;
         Ok(node.last_key_wins())
     }
 

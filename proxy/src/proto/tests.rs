@@ -319,6 +319,9 @@ filter_chains:
     let err =
         decode::<Listener>("name: [unclosed\n", Format::Yaml, UnknownFields::Reject).unwrap_err();
     assert!(matches!(err, Error::Yaml(_)), "{err:?}");
+    // One line, with the position.
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert!(err.to_string().contains("line 1"), "{err}");
 }
 
 fn typed_struct(wrapper: &str, type_url: &str, value: serde_json::Value) -> Any {
