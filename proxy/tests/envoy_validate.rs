@@ -109,6 +109,12 @@ fn good_cases() -> Vec<Case> {
             "",
         ),
         case("null means unset", with_cluster("    dns_refresh_rate: null\n"), true, ""),
+        case(
+            "plain YAML float read as text for a string (yaml-cpp)",
+            format!("{}node: {{id: 1.20, cluster: 1e3, metadata: {{y: .5}}}}\n", admin()),
+            true,
+            "",
+        ),
         Case {
             name: "JSON with a trailing comma",
             file: "bootstrap.json",
@@ -261,6 +267,12 @@ fn bad_value_cases() -> Vec<Case> {
             format!("{}node: {{id: n}}\n", admin()),
             false,
             "node.id",
+        ),
+        case(
+            "YAML merge key (yaml-cpp has none)",
+            format!("{}node:\n  <<: {{id: n1}}\n", admin()),
+            false,
+            "node.<<: unknown field",
         ),
         case(
             "two members of a oneof",

@@ -36,6 +36,7 @@ mod pool;
 mod typed_struct;
 mod validate;
 mod wkt;
+mod yaml;
 
 pub use path::{FieldPath, Segment};
 pub use pool::{DESCRIPTOR_SET, pool};

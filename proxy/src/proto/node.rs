@@ -42,23 +42,10 @@ impl Node {
         })
     }
 
-    /// Parses YAML 1.2 (YAML 1.1 booleans such as `yes`/`on` are booleans, as in yaml-cpp);
-    /// a key given twice in one mapping keeps its last value, as in Envoy.
+    /// Parses YAML as Envoy (yaml-cpp) does, see [`super::yaml`]; a key given twice in one
+    /// mapping keeps its last value.
     pub(crate) fn from_yaml(text: &str) -> Result<Node, Error> {
-        let options = serde_saphyr::options! {
-            duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-            with_snippet: false,
-        };
-        let node: Node = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-            let message = e.to_string();
-            Error::Yaml(
-                message
-                    .strip_prefix("error: ")
-                    .unwrap_or(&message)
-                    .to_string(),
-            )
-        })?;
-        Ok(node.last_key_wins())
+        Ok(super::yaml::parse(text)?.last_key_wins())
     }
 
     /// Drops earlier entries of keys that repeat in an object, recursively: what yaml-cpp
@@ -333,20 +320,7 @@ mod tests {
         let node = Node::from_yaml("a: 1\na: 2\n").unwrap();
         assert_eq!(
             node,
-            Node::Object(vec![("a".into(), Node::Number(Number::Unsigned(2)))])
+            Node::Object(vec![("a".into(), Node::Number(Number::Signed(2)))])
         );
-    }
-
-    #[test]
-    fn yaml_scalars_keep_quoted_strings_as_strings() {
-        let node = Node::from_yaml("a: \"80\"\nb: 80\nc: yes\nd: 0.5\ne: ~\n").unwrap();
-        let Node::Object(entries) = node else {
-            panic!("not an object")
-        };
-        assert_eq!(entries[0].1, Node::String("80".into()));
-        assert_eq!(entries[1].1, Node::Number(Number::Unsigned(80)));
-        assert_eq!(entries[2].1, Node::Bool(true));
-        assert_eq!(entries[3].1, Node::Number(Number::Float(0.5)));
-        assert_eq!(entries[4].1, Node::Null);
     }
 }
