@@ -231,6 +231,8 @@ struct MessageVisitor {
     text: String,
 }
 
+// === impl MessageVisitor ===
+
 impl Visit for MessageVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {

@@ -124,6 +124,8 @@ impl<'de> Deserialize<'de> for Node {
 
 struct NodeVisitor;
 
+// === impl NodeVisitor ===
+
 impl<'de> Visitor<'de> for NodeVisitor {
     type Value = Node;
 
@@ -200,6 +202,8 @@ impl<'de> Visitor<'de> for NodeVisitor {
 /// A mapping key. YAML allows non-string scalars as keys (`80: x`); JSON objects and proto3
 /// maps key by their text, so keep that.
 struct Key(String);
+
+// === impl Key ===
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

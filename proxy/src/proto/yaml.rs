@@ -100,38 +100,6 @@ impl Yaml {
     }
 }
 
-/// A plain scalar that YAML 1.2 calls a number, typed as yaml-cpp types it.
-fn plain_number(raw: &str) -> Node {
-    match yaml_cpp_int(raw) {
-        Some(v) if i32::try_from(v).is_ok() => Node::Number(Number::Signed(v)),
-        Some(v) => Node::String(v.to_string()),
-        None => Node::String(raw.to_string()),
-    }
-}
-
-/// yaml-cpp's integer decoding (a C++ stream with the base taken from the prefix): optional
-/// sign, then `0x` hex, `0` octal, or decimal; nothing else, and it must fit i64.
-fn yaml_cpp_int(raw: &str) -> Option<i64> {
-    let (negative, digits) = match raw.as_bytes().first()? {
-        b'-' => (true, &raw[1..]),
-        b'+' => (false, &raw[1..]),
-        _ => (false, raw),
-    };
-    let magnitude = if let Some(hex) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        i128::from_str_radix(hex, 16).ok()?
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        i128::from_str_radix(&digits[1..], 8).ok()?
-    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<i128>().ok()?
-    } else {
-        return None;
-    };
-    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
-}
-
 impl<'de> Deserialize<'de> for Yaml {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(YamlVisitor)
@@ -139,6 +107,8 @@ impl<'de> Deserialize<'de> for Yaml {
 }
 
 struct YamlVisitor;
+
+// === impl YamlVisitor ===
 
 impl<'de> Visitor<'de> for YamlVisitor {
     type Value = Yaml;
@@ -214,6 +184,38 @@ impl<'de> Visitor<'de> for YamlVisitor {
         }
         Ok(Yaml::Object(entries))
     }
+}
+
+/// A plain scalar that YAML 1.2 calls a number, typed as yaml-cpp types it.
+fn plain_number(raw: &str) -> Node {
+    match yaml_cpp_int(raw) {
+        Some(v) if i32::try_from(v).is_ok() => Node::Number(Number::Signed(v)),
+        Some(v) => Node::String(v.to_string()),
+        None => Node::String(raw.to_string()),
+    }
+}
+
+/// yaml-cpp's integer decoding (a C++ stream with the base taken from the prefix): optional
+/// sign, then `0x` hex, `0` octal, or decimal; nothing else, and it must fit i64.
+fn yaml_cpp_int(raw: &str) -> Option<i64> {
+    let (negative, digits) = match raw.as_bytes().first()? {
+        b'-' => (true, &raw[1..]),
+        b'+' => (false, &raw[1..]),
+        _ => (false, raw),
+    };
+    let magnitude = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        i128::from_str_radix(hex, 16).ok()?
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        i128::from_str_radix(&digits[1..], 8).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse::<i128>().ok()?
+    } else {
+        return None;
+    };
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 #[cfg(test)]
