@@ -40,7 +40,11 @@ pub fn decode<T: Message + Name + Default>(any: &Any) -> Result<T, ConfigError> 
     if any.type_url == UDPA_TYPED_STRUCT || any.type_url == XDS_TYPED_STRUCT {
         let inner = effective_type_url(any)?;
         if inner == want {
-            return crate::proto::typed_struct_to_message::<T>(any);
+            let unwrapped =
+                crate::proto::unwrap_typed_struct(any, crate::proto::UnknownFields::Reject)
+                    .map_err(|e| ConfigError::new(e.to_string()))?;
+            return T::decode(unwrapped.message.value.as_slice())
+                .map_err(|e| ConfigError::new(format!("cannot decode {want}: {e}")));
         }
         return Err(ConfigError::new(format!(
             "expected {want}, got a TypedStruct of {inner}"
