@@ -13,6 +13,8 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod conn;
+pub mod io;
 pub mod listener;
 pub mod matcher;
 pub mod proto;

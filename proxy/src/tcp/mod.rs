@@ -2,12 +2,12 @@
 
 pub mod copy;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
+use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::{ClusterManager, ConnectError, LbContext, connect, lb};
 use copy::{CopyError, From, copy_bidirectional};
@@ -77,14 +77,6 @@ pub enum Outcome {
     MaxDuration,
 }
 
-/// What tcp_proxy needs to know about the downstream connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Downstream {
-    /// The destination the client dialled (restored from SO_ORIGINAL_DST where captured).
-    pub original_dst: SocketAddr,
-    pub peer: SocketAddr,
-}
-
 // === impl TcpProxy ===
 
 impl TcpProxy {
@@ -128,7 +120,7 @@ impl TcpProxy {
             return Outcome::NoRoute;
         };
         let ctx = LbContext {
-            original_dst: Some(conn.original_dst),
+            original_dst: Some(conn.local),
         };
         let mut attempt = 0;
         let upstream = loop {
