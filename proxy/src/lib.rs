@@ -10,14 +10,17 @@
 //!   Envoy's filter chain selection.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod drain;
 pub mod io;
 pub mod listener;
 pub mod matcher;
 pub mod proto;
+pub mod server;
 pub mod stats;
 pub mod tcp;
 pub mod upstream;

@@ -66,10 +66,5 @@ fn main() -> ExitCode {
     if let Some(format) = logging::bootstrap_log_format(&loaded.bootstrap) {
         log.set_format(format);
     }
-    tracing::error!(
-        "serving is not implemented yet: the bootstrap loaded, but this build has no server \
-         (--mode {}); exiting",
-        options.mode.name()
-    );
-    ExitCode::FAILURE
+    proxy::server::run(*options, loaded, Some(log))
 }

@@ -59,10 +59,21 @@ pub enum LogError {
     Install(String),
 }
 
-/// Changes the line format after start-up (for the bootstrap's `application_log_config`).
-#[derive(Clone, Debug)]
+/// Changes the line format after start-up (for the bootstrap's `application_log_config`)
+/// and the levels (`POST /logging`).
+#[derive(Clone)]
 pub struct LogHandle {
     format: Arc<RwLock<LogFormat>>,
+    reload: Arc<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>,
+    /// The level every component currently logs at (Envoy has per-logger levels; ours are
+    /// set together).
+    level: Arc<RwLock<LogLevel>>,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle").finish_non_exhaustive()
+    }
 }
 
 /// Formats events as Envoy's log lines.
@@ -77,6 +88,22 @@ impl LogHandle {
     /// Uses `format` for all lines from now on.
     pub fn set_format(&self, format: LogFormat) {
         *self.format.write().unwrap_or_else(PoisonError::into_inner) = format;
+    }
+
+    /// Sets every component's level (`POST /logging?level=debug`).
+    pub fn set_level(&self, level: LogLevel) -> Result<(), String> {
+        let options = LogOptions {
+            level,
+            ..LogOptions::default()
+        };
+        (self.reload)(EnvFilter::new(directives(&options)))?;
+        *self.level.write().unwrap_or_else(PoisonError::into_inner) = level;
+        Ok(())
+    }
+
+    /// The current level.
+    pub fn level(&self) -> LogLevel {
+        *self.level.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -100,16 +127,24 @@ pub fn init(options: &LogOptions) -> Result<LogHandle, LogError> {
         }
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter(options))
         .with_writer(writer)
         .event_format(EnvoyFormatter {
             format: format.clone(),
             escape: options.format_escaped,
         })
+        .with_filter_reloading();
+    let reload_handle = builder.reload_handle();
+    builder
         .try_init()
         .map_err(|e| LogError::Install(e.to_string()))?;
-    Ok(LogHandle { format })
+    let reload = move |filter: EnvFilter| reload_handle.reload(filter).map_err(|e| e.to_string());
+    Ok(LogHandle {
+        format,
+        reload: Arc::new(reload),
+        level: Arc::new(RwLock::new(options.level)),
+    })
 }
 
 /// The line format a bootstrap asks for in `application_log_config.log_format`, if any.

@@ -6,6 +6,7 @@ pub mod any;
 pub mod cluster;
 pub mod endpoint;
 pub mod extension;
+pub mod listener;
 pub mod tcp_proxy;
 
 use std::fmt;
@@ -48,16 +49,14 @@ impl fmt::Display for ConfigError {
             return f.write_str(&self.reason);
         }
         let mut path = String::new();
-        let mut previous: Option<&str> = None;
-        for seg in &self.path {
-            if let Some(prev) = previous
-                && !seg.starts_with('[')
-            {
-                // A resource name ("cluster \"x\"") is followed by a space, a field by a dot.
-                path.push(if prev.contains(' ') { ' ' } else { '.' });
+        for (i, seg) in self.path.iter().enumerate() {
+            if i > 0 && !seg.starts_with('[') {
+                // The outermost segment may name a resource (`cluster "x"`): a space follows
+                // it; fields are joined by dots.
+                let resource = i == 1 && self.path[0].contains(' ');
+                path.push(if resource { ' ' } else { '.' });
             }
             path.push_str(seg);
-            previous = Some(seg);
         }
         write!(f, "{path}: {}", self.reason)
     }

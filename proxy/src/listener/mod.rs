@@ -13,11 +13,15 @@
 //! [`peek`] runs the two inspectors in Envoy's order and hands the result to the matcher as
 //! a [`ConnectionInfo`].
 
+pub mod active;
 mod app_protocols;
+pub mod connection;
 pub mod filter_chain_match;
 pub mod http_inspector;
+pub mod manager;
 pub mod peek;
 mod reader;
+pub mod socket;
 pub mod tls_inspector;
 
 pub use app_protocols::{AlpnList, AppProtocols};
@@ -25,5 +29,6 @@ pub use filter_chain_match::{
     ChainSpec, ConnectionInfo, FilterChainMatchError, FilterChainMatcher, TransportProtocol,
 };
 pub use http_inspector::{HttpInspection, HttpProtocol};
+pub use manager::ListenerManager;
 pub use peek::{Inspectors, Peek, PeekClose, PeekedProtocols};
 pub use tls_inspector::{ClientHello, TlsCloseReason, TlsInspection, TlsInspector};

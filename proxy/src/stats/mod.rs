@@ -196,11 +196,32 @@ struct Registry {
     histograms: BTreeMap<String, Arc<HistogramCell>>,
 }
 
-#[derive(Debug)]
+/// A stat kept by some other component (the xDS client), read when stats are rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum External {
+    Counter(String, u64),
+    Gauge(String, u64),
+    /// A text readout, e.g. `cluster_manager.cds.version_text`.
+    Text(String, String),
+}
+
+/// Produces external stats on demand.
+pub type ExternalSource = Box<dyn Fn() -> Vec<External> + Send + Sync>;
+
 struct Inner {
     tags: TagProducer,
     inclusion: Inclusion,
     registry: Mutex<Registry>,
+    external: Mutex<Vec<ExternalSource>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("tags", &self.tags)
+            .field("inclusion", &self.inclusion)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The process's stats. Cheap to clone.
@@ -216,6 +237,7 @@ impl Store {
             tags: TagProducer::new(config)?,
             inclusion: Inclusion::new(config)?,
             registry: Mutex::default(),
+            external: Mutex::default(),
         })))
     }
 
@@ -293,6 +315,35 @@ impl Store {
             reg.histograms.insert(name.to_string(), cell.clone());
         }
         Histogram(cell)
+    }
+
+    /// Adds a source of stats kept elsewhere; they are shown with the others (subject to
+    /// the stats matcher, like every stat).
+    pub fn add_source(&self, source: ExternalSource) {
+        self.0
+            .external
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(source);
+    }
+
+    /// The current external stats that the stats matcher keeps.
+    fn external(&self) -> Vec<External> {
+        let sources = self
+            .0
+            .external
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sources
+            .iter()
+            .flat_map(|s| s())
+            .filter(|e| {
+                let name = match e {
+                    External::Counter(n, _) | External::Gauge(n, _) | External::Text(n, _) => n,
+                };
+                self.0.inclusion.keeps(name)
+            })
+            .collect()
     }
 
     /// Forgets stats nobody holds any more (those of removed listeners and clusters), as

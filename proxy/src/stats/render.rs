@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::{HistogramCell, Registry, Store};
+use super::{External, HistogramCell, Registry, Store, Tagged};
 
 /// The quantiles Envoy reports for histograms.
 const QUANTILES: &[f64] = &[0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
@@ -141,10 +141,6 @@ fn percent_decode(s: &str) -> String {
                 out.push(v as u8);
                 i += 3;
             }
-            (b'+', ..) => {
-                out.push(b' ');
-                i += 1;
-            }
             (b, ..) => {
                 out.push(b);
                 i += 1;
@@ -216,11 +212,30 @@ fn fmt_num(v: f64) -> String {
 impl Store {
     /// Renders the stats as `/stats` or `/stats/prometheus` would.
     pub fn render(&self, query: &Query) -> String {
+        let external = self.external();
+        let ext: Vec<Scalar> = external
+            .iter()
+            .filter_map(|e| match e {
+                External::Counter(n, v) if query.kinds.counters => {
+                    Some(Scalar::counter(n, *v, self))
+                }
+                External::Gauge(n, v) if query.kinds.gauges => Some(Scalar::gauge(n, *v, self)),
+                _ => None,
+            })
+            .filter(|s| query.wants(&s.name))
+            .collect();
+        let texts: Vec<(&str, &str)> = external
+            .iter()
+            .filter_map(|e| match e {
+                External::Text(n, v) if query.wants(n) => Some((n.as_str(), v.as_str())),
+                _ => None,
+            })
+            .collect();
         let reg = self.registry();
         match query.format {
-            Format::Text => render_text(&reg, query),
-            Format::Json => render_json(&reg, query),
-            Format::Prometheus => render_prometheus(&reg, query),
+            Format::Text => render_text(&reg, query, &ext, &texts),
+            Format::Json => render_json(&reg, query, &ext, &texts),
+            Format::Prometheus => render_prometheus(&reg, query, &ext),
         }
     }
 
@@ -238,8 +253,34 @@ impl Store {
     }
 }
 
+/// An external counter or gauge, with its tag-extracted form for Prometheus.
+struct Scalar {
+    name: String,
+    value: u64,
+    counter: bool,
+    tagged: Tagged,
+}
+
+impl Scalar {
+    fn counter(name: &str, value: u64, store: &Store) -> Self {
+        Self {
+            name: name.to_string(),
+            value,
+            counter: true,
+            tagged: store.0.tags.produce(name),
+        }
+    }
+
+    fn gauge(name: &str, value: u64, store: &Store) -> Self {
+        Self {
+            counter: false,
+            ..Self::counter(name, value, store)
+        }
+    }
+}
+
 /// Counters and gauges that pass the query, merged and sorted by name.
-fn scalars<'a>(reg: &'a Registry, query: &'a Query) -> Vec<(&'a str, u64)> {
+fn scalars<'a>(reg: &'a Registry, query: &'a Query, ext: &'a [Scalar]) -> Vec<(&'a str, u64)> {
     let mut out: Vec<(&str, u64)> = Vec::new();
     if query.kinds.counters {
         for (name, c) in &reg.counters {
@@ -255,6 +296,7 @@ fn scalars<'a>(reg: &'a Registry, query: &'a Query) -> Vec<(&'a str, u64)> {
             }
         }
     }
+    out.extend(ext.iter().map(|s| (s.name.as_str(), s.value)));
     out.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out
 }
@@ -271,9 +313,15 @@ fn histograms<'a>(reg: &'a Registry, query: &Query) -> Vec<HistogramValues<'a>> 
         .collect()
 }
 
-fn render_text(reg: &Registry, query: &Query) -> String {
+fn render_text(reg: &Registry, query: &Query, ext: &[Scalar], texts: &[(&str, &str)]) -> String {
     let mut out = String::new();
-    for (name, value) in scalars(reg, query) {
+    let mut lines: Vec<(&str, String)> = scalars(reg, query, ext)
+        .into_iter()
+        .map(|(n, v)| (n, v.to_string()))
+        .collect();
+    lines.extend(texts.iter().map(|(n, v)| (*n, format!("{v:?}"))));
+    lines.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, value) in lines {
         let _ = writeln!(out, "{name}: {value}");
     }
     for h in histograms(reg, query) {
@@ -295,11 +343,18 @@ fn render_text(reg: &Registry, query: &Query) -> String {
     out
 }
 
-fn render_json(reg: &Registry, query: &Query) -> String {
-    let mut stats: Vec<serde_json::Value> = scalars(reg, query)
+fn render_json(reg: &Registry, query: &Query, ext: &[Scalar], texts: &[(&str, &str)]) -> String {
+    let mut rows: Vec<(&str, serde_json::Value)> = scalars(reg, query, ext)
         .into_iter()
-        .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
+        .map(|(name, value)| (name, serde_json::json!({ "name": name, "value": value })))
         .collect();
+    rows.extend(
+        texts
+            .iter()
+            .map(|(name, value)| (*name, serde_json::json!({ "name": name, "value": value }))),
+    );
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let mut stats: Vec<serde_json::Value> = rows.into_iter().map(|(_, v)| v).collect();
     let hists = histograms(reg, query);
     if query.kinds.histograms {
         let computed: Vec<serde_json::Value> = hists
@@ -352,7 +407,13 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn render_prometheus(reg: &Registry, query: &Query) -> String {
+fn external_row(s: &Scalar, metric: &dyn Fn(&Tagged) -> String) -> (String, String) {
+    let m = metric(&s.tagged);
+    let line = format!("{m}{} {}\n", labels(&s.tagged.tags, None), s.value);
+    (m, line)
+}
+
+fn render_prometheus(reg: &Registry, query: &Query, ext: &[Scalar]) -> String {
     let mut out = String::new();
     let mut section = |kind: &str, rows: Vec<(String, String)>| {
         // Group by metric name; keep one TYPE line per name.
@@ -367,7 +428,7 @@ fn render_prometheus(reg: &Registry, query: &Query) -> String {
             }
         }
     };
-    let metric = |tagged: &super::Tagged| format!("envoy_{}", sanitize(&tagged.name));
+    let metric = |tagged: &Tagged| format!("envoy_{}", sanitize(&tagged.name));
     let keep = |used: bool, name: &str| (!query.used_only || used) && query.wants(name);
 
     if query.kinds.counters {
@@ -383,6 +444,11 @@ fn render_prometheus(reg: &Registry, query: &Query) -> String {
                     format!("{m}{} {v}\n", labels(&c.meta.tagged.tags, None)),
                 )
             })
+            .chain(
+                ext.iter()
+                    .filter(|s| s.counter)
+                    .map(|s| external_row(s, &metric)),
+            )
             .collect();
         section("counter", rows);
     }
@@ -399,6 +465,11 @@ fn render_prometheus(reg: &Registry, query: &Query) -> String {
                     format!("{m}{} {v}\n", labels(&g.meta.tagged.tags, None)),
                 )
             })
+            .chain(
+                ext.iter()
+                    .filter(|s| !s.counter)
+                    .map(|s| external_row(s, &metric)),
+            )
             .collect();
         section("gauge", rows);
     }
@@ -501,6 +572,27 @@ mod tests {
         let gauges = text.find(" gauge").unwrap();
         let hist = text.find(" histogram").unwrap();
         assert!(counters < gauges && gauges < hist);
+    }
+
+    #[test]
+    fn external_stats_are_rendered_with_the_rest() {
+        let s = store();
+        s.add_source(Box::new(|| {
+            vec![
+                External::Counter("cluster_manager.cds.update_success".into(), 2),
+                External::Text("cluster_manager.cds.version_text".into(), "v7".into()),
+            ]
+        }));
+        let text = s.render(&Query::parse(r"filter=^cluster_manager\.cds", false).unwrap());
+        assert_eq!(
+            text,
+            "cluster_manager.cds.update_success: 2\ncluster_manager.cds.version_text: \"v7\"\n"
+        );
+        let prom = s.render(&Query::parse("", true).unwrap());
+        assert!(
+            prom.contains("envoy_cluster_manager_cds_update_success{} 2\n"),
+            "{prom}"
+        );
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl TcpProxy {
     pub async fn run<D>(
         &self,
         mut downstream: D,
-        conn: Downstream,
+        conn: &Downstream,
         clusters: &ClusterManager,
     ) -> Outcome
     where

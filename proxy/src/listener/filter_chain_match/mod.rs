@@ -185,6 +185,11 @@ impl<T> FilterChainMatcher<T> {
     pub fn chains(&self) -> &[T] {
         &self.chains
     }
+
+    /// The default chain, if any.
+    pub fn default_chain(&self) -> Option<&T> {
+        self.default_chain.as_ref()
+    }
 }
 
 // === impl TransportProtocol ===

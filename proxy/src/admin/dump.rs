@@ -1,0 +1,230 @@
+//! `/config_dump`: Envoy's `admin.v3.ConfigDump` in proto3 JSON, with the same top-level
+//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners) so that
+//! `istioctl proxy-config` can read it. `?mask=a,b` keeps only those fields of each config.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::admin::v3::{
+    BootstrapConfigDump, ClustersConfigDump, ConfigDump, EndpointsConfigDump, ListenersConfigDump,
+    clusters_config_dump, endpoints_config_dump, listeners_config_dump,
+};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::google::protobuf::{Any, Timestamp, UInt32Value};
+use prost::{Message, Name};
+use serde_json::Value;
+
+use crate::server::Shared;
+use crate::upstream::host::HostAddr;
+
+fn timestamp(t: SystemTime) -> Option<Timestamp> {
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    Some(Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    })
+}
+
+fn pack<T: Message + Name>(m: &T) -> Any {
+    Any {
+        type_url: T::type_url(),
+        value: m.encode_to_vec(),
+    }
+}
+
+/// Builds the dump for a raw query string.
+pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
+    let include_eds = query
+        .split('&')
+        .any(|p| p == "include_eds" || p.starts_with("include_eds="));
+    let mask: Option<Vec<String>> = super::query_value(query, "mask").map(|m| {
+        m.split(',')
+            .map(|f| f.split('.').next().unwrap_or_default().to_string())
+            .collect()
+    });
+    let mut configs = vec![
+        pack(&BootstrapConfigDump {
+            bootstrap: Some((*shared.bootstrap).clone()),
+            last_updated: timestamp(shared.bootstrap_loaded),
+        }),
+        pack(&clusters(shared)),
+    ];
+    if include_eds {
+        configs.push(pack(&endpoints(shared)));
+    }
+    configs.push(pack(&listeners(shared)));
+    let dump = crate::proto::encode(&ConfigDump { configs }).map_err(|e| e.to_string())?;
+    Ok(match mask {
+        None => dump,
+        Some(fields) => apply_mask(dump, &fields),
+    })
+}
+
+/// Keeps `@type` and the masked fields of each config.
+fn apply_mask(mut dump: Value, fields: &[String]) -> Value {
+    if let Some(configs) = dump.get_mut("configs").and_then(Value::as_array_mut) {
+        configs.retain_mut(|c| {
+            let Some(obj) = c.as_object_mut() else {
+                return false;
+            };
+            obj.retain(|k, _| k == "@type" || fields.iter().any(|f| f == k));
+            obj.len() > 1
+        });
+    }
+    dump
+}
+
+fn clusters(shared: &Shared) -> ClustersConfigDump {
+    let version = shared.clusters.version_info();
+    let mut dump = ClustersConfigDump {
+        version_info: version.clone(),
+        ..Default::default()
+    };
+    for c in shared.clusters.all() {
+        let cluster = Some(pack(&*c.config.proto));
+        let last_updated = timestamp(c.last_updated);
+        if shared.clusters.is_static(c.name()) {
+            dump.static_clusters
+                .push(clusters_config_dump::StaticCluster {
+                    cluster,
+                    last_updated,
+                });
+        } else if c.is_warm() {
+            dump.dynamic_active_clusters
+                .push(clusters_config_dump::DynamicCluster {
+                    version_info: version.clone(),
+                    cluster,
+                    last_updated,
+                    ..Default::default()
+                });
+        } else {
+            dump.dynamic_warming_clusters
+                .push(clusters_config_dump::DynamicCluster {
+                    version_info: version.clone(),
+                    cluster,
+                    last_updated,
+                    ..Default::default()
+                });
+        }
+    }
+    dump
+}
+
+fn endpoints(shared: &Shared) -> EndpointsConfigDump {
+    let mut dump = EndpointsConfigDump::default();
+    for c in shared.clusters.all() {
+        let lb_endpoints = c
+            .hosts()
+            .all
+            .iter()
+            .map(|h| LbEndpoint {
+                health_status: match h.health {
+                    crate::config::endpoint::Health::Healthy => 1,
+                    crate::config::endpoint::Health::Degraded => 5,
+                    crate::config::endpoint::Health::Unhealthy => 2,
+                },
+                metadata: h.metadata.as_deref().cloned(),
+                load_balancing_weight: Some(UInt32Value { value: h.weight }),
+                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                    address: Some(host_address(&h.addr)),
+                    hostname: h.hostname.clone(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        let cla = ClusterLoadAssignment {
+            cluster_name: c.config.eds_service_name().unwrap_or(c.name()).to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let config = Some(pack(&cla));
+        if shared.clusters.is_static(c.name()) {
+            dump.static_endpoint_configs
+                .push(endpoints_config_dump::StaticEndpointConfig {
+                    endpoint_config: config,
+                    last_updated: timestamp(c.last_updated),
+                });
+        } else {
+            dump.dynamic_endpoint_configs
+                .push(endpoints_config_dump::DynamicEndpointConfig {
+                    endpoint_config: config,
+                    last_updated: timestamp(c.last_updated),
+                    ..Default::default()
+                });
+        }
+    }
+    dump
+}
+
+fn host_address(addr: &HostAddr) -> Address {
+    Address {
+        address: Some(match addr {
+            HostAddr::Ip(a) => address::Address::SocketAddress(SocketAddress {
+                address: a.ip().to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
+                    a.port(),
+                ))),
+                ..Default::default()
+            }),
+            HostAddr::Pipe(p) => {
+                address::Address::Pipe(envoy_types::pb::envoy::config::core::v3::Pipe {
+                    path: p.display().to_string(),
+                    mode: 0,
+                })
+            }
+        }),
+    }
+}
+
+fn listeners(shared: &Shared) -> ListenersConfigDump {
+    let mut dump = ListenersConfigDump {
+        version_info: shared.listeners.version_info(),
+        ..Default::default()
+    };
+    for l in shared.listeners.all() {
+        let listener = Some(pack(&*l.config.proto));
+        let last_updated = timestamp(l.last_updated);
+        if shared.listeners.is_static(l.name()) {
+            dump.static_listeners
+                .push(listeners_config_dump::StaticListener {
+                    listener,
+                    last_updated,
+                });
+        } else {
+            dump.dynamic_listeners
+                .push(listeners_config_dump::DynamicListener {
+                    name: l.name().to_string(),
+                    active_state: Some(listeners_config_dump::DynamicListenerState {
+                        version_info: l.version_info.clone(),
+                        listener,
+                        last_updated,
+                    }),
+                    ..Default::default()
+                });
+        }
+    }
+    dump
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_keeps_type_and_listed_fields() {
+        let dump = serde_json::json!({ "configs": [
+            { "@type": "a", "static_clusters": [1], "dynamic_active_clusters": [2] },
+            { "@type": "b", "static_listeners": [3] },
+        ]});
+        let masked = apply_mask(dump, &["static_clusters".to_string()]);
+        assert_eq!(
+            masked,
+            serde_json::json!({ "configs": [ { "@type": "a", "static_clusters": [1] } ] })
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! A listener in service: its config, its built filter chains and their compiled matcher,
+//! and its stats. Rebuilt on every update; chains that did not change are carried over as
+//! the same objects, so their connections are not drained.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::FilterChainMatcher;
+use super::filter_chain_match::ChainSpec;
+use crate::config::ConfigError;
+use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
+use crate::drain::Drain;
+use crate::stats::{Counter, Gauge, Histogram, Store};
+use crate::tcp::TcpProxy;
+
+/// Envoy's listener stats (`listener.<address>.*`).
+#[derive(Debug, Clone)]
+pub struct ListenerStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_destroy: Counter,
+    pub downstream_cx_active: Gauge,
+    pub downstream_cx_length_ms: Histogram,
+    pub downstream_pre_cx_active: Gauge,
+    pub downstream_pre_cx_timeout: Counter,
+    pub no_filter_chain_match: Counter,
+    pub downstream_listener_filter_error: Counter,
+    pub downstream_listener_filter_remote_close: Counter,
+    pub downstream_cx_overflow: Counter,
+    pub downstream_cx_transport_socket_connect_timeout: Counter,
+}
+
+// === impl ListenerStats ===
+
+impl ListenerStats {
+    pub fn new(store: &Store, prefix: &str) -> Self {
+        let s = store.scope(prefix.to_string());
+        Self {
+            downstream_cx_total: s.counter("downstream_cx_total"),
+            downstream_cx_destroy: s.counter("downstream_cx_destroy"),
+            downstream_cx_active: s.gauge("downstream_cx_active"),
+            downstream_cx_length_ms: s.histogram("downstream_cx_length_ms"),
+            downstream_pre_cx_active: s.gauge("downstream_pre_cx_active"),
+            downstream_pre_cx_timeout: s.counter("downstream_pre_cx_timeout"),
+            no_filter_chain_match: s.counter("no_filter_chain_match"),
+            downstream_listener_filter_error: s.counter("downstream_listener_filter_error"),
+            downstream_listener_filter_remote_close: s
+                .counter("downstream_listener_filter_remote_close"),
+            downstream_cx_overflow: s.counter("downstream_cx_overflow"),
+            downstream_cx_transport_socket_connect_timeout: s
+                .counter("downstream_cx_transport_socket_connect_timeout"),
+        }
+    }
+}
+
+/// The terminal network filter of a chain.
+#[derive(Debug)]
+pub enum Terminal {
+    TcpProxy(TcpProxy),
+    DirectResponse(Bytes),
+}
+
+/// A filter chain in service.
+#[derive(Debug)]
+pub struct ActiveChain {
+    pub config: FilterChainConfig,
+    pub terminal: Terminal,
+    /// Drained when the chain is removed or changed by a listener update.
+    pub drain: Drain,
+}
+
+// === impl ActiveChain ===
+
+impl ActiveChain {
+    fn build(config: FilterChainConfig, store: &Store) -> Result<Self, ConfigError> {
+        let mut terminal = None;
+        for f in &config.filters {
+            match f {
+                NetworkFilterConfig::TelemetryOnly(_) => {}
+                NetworkFilterConfig::TcpProxy(c) => {
+                    terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), store)));
+                }
+                NetworkFilterConfig::DirectResponse(body) => {
+                    terminal = Some(Terminal::DirectResponse(body.clone()));
+                }
+            }
+        }
+        let terminal =
+            terminal.ok_or_else(|| ConfigError::new("filter chain has no terminal filter"))?;
+        Ok(Self {
+            config,
+            terminal,
+            drain: Drain::new(),
+        })
+    }
+}
+
+/// A listener in service.
+#[derive(Debug)]
+pub struct ActiveListener {
+    pub config: Arc<ListenerConfig>,
+    pub matcher: FilterChainMatcher<Arc<ActiveChain>>,
+    pub stats: ListenerStats,
+    /// The xDS version it came with (empty for bootstrap listeners).
+    pub version_info: String,
+    pub last_updated: SystemTime,
+}
+
+// === impl ActiveListener ===
+
+impl ActiveListener {
+    /// Builds a listener; chains equal to one of `previous`'s are reused as they are.
+    pub fn build(
+        config: ListenerConfig,
+        previous: Option<&ActiveListener>,
+        store: &Store,
+        version_info: &str,
+    ) -> Result<Self, ConfigError> {
+        let reuse = |cfg: &FilterChainConfig| -> Option<Arc<ActiveChain>> {
+            previous?
+                .all_chains()
+                .find(|c| c.config.proto == cfg.proto && !c.drain.is_draining())
+                .cloned()
+        };
+        let mut build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
+            match reuse(cfg) {
+                Some(chain) => Ok(chain),
+                None => Ok(Arc::new(ActiveChain::build(cfg.clone(), store)?)),
+            }
+        };
+        let chains = config
+            .chains
+            .iter()
+            .map(|c| Ok((c, build(c)?)))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let default_chain = config.default_chain.as_ref().map(&mut build).transpose()?;
+        let matcher = FilterChainMatcher::new(
+            chains.into_iter().map(|(cfg, chain)| ChainSpec {
+                name: &cfg.proto.name,
+                filter_chain_match: cfg.proto.filter_chain_match.as_ref(),
+                chain,
+            }),
+            default_chain,
+        )
+        .map_err(|e| ConfigError::new(e.to_string()))?;
+        let stats = ListenerStats::new(store, &config.stat_prefix);
+        Ok(Self {
+            config: Arc::new(config),
+            matcher,
+            stats,
+            version_info: version_info.to_string(),
+            last_updated: SystemTime::now(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Every chain, the default one included.
+    pub fn all_chains(&self) -> impl Iterator<Item = &Arc<ActiveChain>> {
+        self.matcher
+            .chains()
+            .iter()
+            .chain(self.matcher.default_chain())
+    }
+}

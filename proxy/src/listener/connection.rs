@@ -1,0 +1,229 @@
+//! One accepted connection, from accept to close: original destination (and the hand-off to
+//! the listener that owns it), listener filters, filter chain selection, the transport
+//! socket, and the network filters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::active::{ActiveChain, ActiveListener, ListenerStats, Terminal};
+use super::manager::ListenerManager;
+use super::{Inspectors, Peek, socket};
+use crate::config::listener::DownstreamTransport;
+use crate::conn::Downstream;
+use crate::io::{DownstreamIo, Prefixed};
+
+/// Settles a connection's listener stats when it ends.
+struct Accounting {
+    stats: ListenerStats,
+    started: Instant,
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        self.stats.downstream_cx_active.dec();
+        self.stats.downstream_cx_destroy.inc();
+        self.stats
+            .downstream_cx_length_ms
+            .record(self.started.elapsed().as_millis() as u64);
+    }
+}
+
+/// Handles a connection accepted by `accepted`'s socket until it closes.
+pub async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    accepted: Arc<ActiveListener>,
+    manager: Arc<ListenerManager>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let mut listener = accepted;
+    let destination = if listener.config.original_dst {
+        socket::original_dst(&stream).unwrap_or(local)
+    } else {
+        local
+    };
+    // virtualOutbound: the connection belongs to the listener of its original destination.
+    if listener.config.use_original_dst
+        && destination != local
+        && let Some(owner) = manager.find_by_address(destination)
+    {
+        listener = owner;
+    }
+    let stats = listener.stats.clone();
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let _accounting = Accounting {
+        stats: stats.clone(),
+        started: Instant::now(),
+    };
+
+    let Some((buffered, chain, sni)) = classify(&mut stream, &listener, destination, peer).await
+    else {
+        return;
+    };
+    let downstream = Downstream {
+        local: destination,
+        peer,
+        listener: listener.config.name.clone(),
+        direction: listener.config.direction,
+        filter_chain: chain.config.name.clone(),
+        requested_server_name: sni,
+        tls: None,
+    };
+    let io = match &chain.config.transport {
+        DownstreamTransport::Raw => DownstreamIo::Raw(Prefixed::new(buffered, stream)),
+        DownstreamTransport::Tls(_) => {
+            // Never serve plaintext where TLS is configured.
+            tracing::warn!(
+                listener = &*listener.config.name,
+                chain = &*chain.config.name,
+                "TLS termination is not available; closing the connection"
+            );
+            return;
+        }
+    };
+    let work = run_terminal(&chain, io, &downstream, &manager);
+    tokio::select! {
+        () = work => {}
+        () = chain.drain.closed() => {
+            tracing::debug!(chain = &*chain.config.name, "closing a connection of a drained filter chain");
+        }
+    }
+}
+
+async fn run_terminal(
+    chain: &ActiveChain,
+    mut io: DownstreamIo,
+    downstream: &Downstream,
+    manager: &ListenerManager,
+) {
+    match &chain.terminal {
+        Terminal::TcpProxy(proxy) => {
+            let outcome = proxy.run(io, downstream, manager.clusters()).await;
+            tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
+        }
+        Terminal::DirectResponse(body) => {
+            if io.write_all(body).await.is_ok() {
+                let _ = io.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Runs the listener filters that apply to this destination port and selects the filter
+/// chain. Returns the bytes read on the way, the chain, and the SNI; `None` closes.
+async fn classify(
+    stream: &mut TcpStream,
+    listener: &ActiveListener,
+    destination: SocketAddr,
+    peer: SocketAddr,
+) -> Option<(Bytes, Arc<ActiveChain>, Option<Arc<str>>)> {
+    let cfg = &listener.config;
+    let port = destination.port();
+    let inspectors = Inspectors {
+        tls: cfg
+            .tls_inspector
+            .as_ref()
+            .and_then(|g| g.enabled_for(port).copied()),
+        http: cfg
+            .http_inspector
+            .as_ref()
+            .is_some_and(|g| g.enabled_for(port).is_some()),
+    };
+    let mut buf = BytesMut::new();
+    if inspectors.tls.is_some() || inspectors.http {
+        let stats = &listener.stats;
+        stats.downstream_pre_cx_active.inc();
+        let read = read_until_classified(stream, &mut buf, &inspectors, cfg.filters_timeout).await;
+        stats.downstream_pre_cx_active.dec();
+        match read {
+            Ok(()) => {}
+            Err(PeekEnd::Timeout) if cfg.continue_on_filters_timeout => {}
+            Err(PeekEnd::Timeout) => {
+                stats.downstream_pre_cx_timeout.inc();
+                return None;
+            }
+            Err(PeekEnd::RemoteClose) => {
+                stats.downstream_listener_filter_remote_close.inc();
+                return None;
+            }
+            Err(PeekEnd::Rejected) => {
+                stats.downstream_listener_filter_error.inc();
+                return None;
+            }
+        }
+    }
+    let chain_and_sni = {
+        let peeked = match inspectors.peek(&buf) {
+            Peek::Ready(p) => p,
+            // Only after a timeout with continue_on_listener_filters_timeout: nothing known.
+            _ => Default::default(),
+        };
+        let info = peeked.connection_info(destination, peer, peer);
+        let sni = info
+            .server_name
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .map(Arc::<str>::from);
+        listener.matcher.select(&info).map(|c| (c.clone(), sni))
+    };
+    let Some((chain, sni)) = chain_and_sni else {
+        listener.stats.no_filter_chain_match.inc();
+        tracing::debug!(listener = listener.name(), %destination, "no filter chain matched");
+        return None;
+    };
+    Some((buf.freeze(), chain, sni))
+}
+
+#[derive(Debug)]
+enum PeekEnd {
+    Timeout,
+    RemoteClose,
+    Rejected,
+}
+
+/// Reads until the inspectors have decided (or give up), within the listener filter timeout.
+async fn read_until_classified(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    inspectors: &Inspectors,
+    timeout: Option<Duration>,
+) -> Result<(), PeekEnd> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let max = inspectors.max_read_size().max(1);
+    loop {
+        match inspectors.peek(buf) {
+            Peek::Ready(_) => return Ok(()),
+            Peek::Close(reason) => {
+                tracing::debug!(?reason, "listener filter closed the connection");
+                return Err(PeekEnd::Rejected);
+            }
+            Peek::NeedMoreData => {}
+        }
+        if buf.len() >= max {
+            return Err(PeekEnd::Rejected);
+        }
+        let mut chunk = [0u8; 4096];
+        let want = chunk.len().min(max - buf.len());
+        let read = stream.read(&mut chunk[..want]);
+        let n = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, read).await {
+                Ok(r) => r,
+                Err(_) => return Err(PeekEnd::Timeout),
+            },
+            None => read.await,
+        };
+        match n {
+            Ok(0) | Err(_) => return Err(PeekEnd::RemoteClose),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Applying xDS updates: convert, apply what is valid, and tell the client what to NACK.
+//!
+//! Each resource is converted on its own; a bad one is rejected by name while the others are
+//! applied (Envoy's partial acceptance) and the previous version of the bad one keeps
+//! serving. After CDS the EDS subscriptions follow the clusters that need endpoints.
+
+use std::sync::Arc;
+
+use xds_client::{ClientHandle, RejectedResource, Rejection, Resource, ResourceType, Update};
+
+use crate::config::cluster::ClusterConfig;
+use crate::config::endpoint::endpoints_from_assignment;
+use crate::config::listener::ListenerConfig;
+use crate::listener::ListenerManager;
+use crate::upstream::ClusterManager;
+
+/// The proxy's side of the ADS stream.
+#[derive(Debug, Clone)]
+pub struct XdsHandler {
+    pub clusters: Arc<ClusterManager>,
+    pub listeners: Arc<ListenerManager>,
+    pub client: ClientHandle,
+}
+
+// === impl XdsHandler ===
+
+impl xds_client::Handler for XdsHandler {
+    fn on_update(&self, update: Update) -> Result<(), Rejection> {
+        let result = match update.resource_type {
+            ResourceType::Cluster => self.clusters_update(&update),
+            ResourceType::ClusterLoadAssignment => self.endpoints_update(&update),
+            ResourceType::Listener => self.listeners_update(&update),
+            other => Err(Rejection::update(format!(
+                "{other:?} resources are not supported by this proxy yet"
+            ))),
+        };
+        if let Err(rejection) = &result {
+            tracing::warn!(
+                "rejected {:?} update {:?}: {rejection:?}",
+                update.resource_type,
+                update.version_info
+            );
+        }
+        result
+    }
+}
+
+impl XdsHandler {
+    fn clusters_update(&self, update: &Update) -> Result<(), Rejection> {
+        let mut rejected = Vec::new();
+        let mut good = Vec::new();
+        for r in &update.resources {
+            let Resource::Cluster(c) = &r.resource else {
+                continue;
+            };
+            match ClusterConfig::from_proto(c) {
+                Ok(cfg) => good.push(cfg),
+                Err(e) => rejected.push(reject(&r.name, e)),
+            }
+        }
+        let outcome = self
+            .clusters
+            .apply_cds(good, &update.removed, false, &update.version_info);
+        tracing::info!(
+            "cds: version {:?}: {} added, {} modified, {} removed, {} rejected",
+            update.version_info,
+            outcome.added.len(),
+            outcome.modified.len(),
+            outcome.removed.len(),
+            rejected.len()
+        );
+        let names = self.clusters.eds_service_names();
+        if let Err(e) = self
+            .client
+            .set_subscriptions(ResourceType::ClusterLoadAssignment, names)
+        {
+            tracing::error!("cannot subscribe to endpoints: {e}");
+        }
+        verdict(rejected)
+    }
+
+    fn endpoints_update(&self, update: &Update) -> Result<(), Rejection> {
+        let mut rejected = Vec::new();
+        let mut good = Vec::new();
+        for r in &update.resources {
+            let Resource::ClusterLoadAssignment(cla) = &r.resource else {
+                continue;
+            };
+            match endpoints_from_assignment(cla, false) {
+                Ok(eps) => good.push((r.name.clone(), eps)),
+                Err(e) => rejected.push(reject(&r.name, e)),
+            }
+        }
+        self.clusters.apply_eds(good);
+        if !update.removed.is_empty() {
+            self.clusters.forget_eds(&update.removed);
+        }
+        verdict(rejected)
+    }
+
+    fn listeners_update(&self, update: &Update) -> Result<(), Rejection> {
+        let mut rejected = Vec::new();
+        let mut good = Vec::new();
+        for r in &update.resources {
+            let Resource::Listener(l) = &r.resource else {
+                continue;
+            };
+            match ListenerConfig::from_proto(l) {
+                Ok(cfg) => good.push(cfg),
+                Err(e) => rejected.push(reject(&r.name, e)),
+            }
+        }
+        let outcome = self
+            .listeners
+            .apply_lds(good, &update.removed, false, &update.version_info);
+        tracing::info!(
+            "lds: version {:?}: {} added, {} modified, {} removed, {} rejected",
+            update.version_info,
+            outcome.added.len(),
+            outcome.modified.len(),
+            outcome.removed.len(),
+            rejected.len() + outcome.rejected.len()
+        );
+        rejected.extend(
+            outcome
+                .rejected
+                .into_iter()
+                .map(|(name, reason)| RejectedResource { name, reason }),
+        );
+        verdict(rejected)
+    }
+}
+
+fn reject(name: &str, e: impl std::fmt::Display) -> RejectedResource {
+    RejectedResource {
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn verdict(rejected: Vec<RejectedResource>) -> Result<(), Rejection> {
+    if rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection::Resources(rejected))
+    }
+}
