@@ -57,19 +57,60 @@ fn pilot_agent_argv_validates_the_istio_bootstrap() {
 }
 
 #[test]
-fn serve_loads_the_bootstrap_then_says_serving_is_not_there_yet() {
-    let config = golden("default");
-    let mut args = vec!["-c", config.to_str().unwrap()];
-    args.extend(PILOT_AGENT_FLAGS);
-    let out = proxy(&args);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("serving is not implemented yet"),
-        "{stderr}"
-    );
-    // The bootstrap's application_log_config (Istio's text format) took over the log lines.
-    assert!(stderr.contains("\terror\tenvoy main "), "{stderr}");
+fn serve_with_pilot_agent_flags_goes_live_and_exits_cleanly_on_quitquitquit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bootstrap.yaml");
+    let admin_path = dir.path().join("admin");
+    std::fs::write(
+        &config,
+        "admin: { address: { socket_address: { address: 127.0.0.1, port_value: 0 } } }\n\
+         static_resources:\n  clusters:\n  - name: c\n    connect_timeout: 1s\n",
+    )
+    .unwrap();
+    let mut child = Command::new(PROXY)
+        .arg("-c")
+        .arg(&config)
+        .args(PILOT_AGENT_FLAGS)
+        .arg("--admin-address-path")
+        .arg(&admin_path)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin = wait_for_admin(&admin_path);
+    let (status, body) = wait_ready(admin);
+    assert_eq!((status, body.as_str()), (200, "LIVE\n"));
+    let (status, _) = e2e::http::request(admin, "POST", "/quitquitquit", &[], "").unwrap();
+    assert_eq!(status, 200);
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit status {exit}");
+}
+
+fn wait_for_admin(path: &Path) -> std::net::SocketAddr {
+    for _ in 0..200 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(addr) = text.trim().parse()
+        {
+            return addr;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the proxy never wrote its admin address");
+}
+
+fn wait_ready(admin: std::net::SocketAddr) -> (u16, String) {
+    let mut last = (0, String::new());
+    for _ in 0..200 {
+        if let Ok(r) = e2e::http::get(admin, "/ready") {
+            if r.0 == 200 {
+                return r;
+            }
+            last = r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    last
 }
 
 #[test]
