@@ -24,6 +24,7 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 pub mod upstream;
+pub mod worker;
 
 #[cfg(test)]
 mod proto_test_util;

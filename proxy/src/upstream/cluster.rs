@@ -53,8 +53,86 @@ pub struct ClusterStats {
     pub rq_pending_open: Gauge,
     pub rq_retry_open: Gauge,
     pub original_dst_host_invalid: Counter,
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_active: Gauge,
+    pub upstream_rq_pending_total: Counter,
+    pub upstream_rq_pending_active: Gauge,
+    pub upstream_rq_pending_failure_eject: Counter,
+    pub upstream_cx_connect_attempts_exceeded: Counter,
+    pub upstream_cx_destroy_with_active_rq: Counter,
+    pub upstream_cx_destroy_local_with_active_rq: Counter,
+    pub upstream_cx_destroy_remote_with_active_rq: Counter,
     pub scope: Scope,
 }
+
+/// Envoy's cluster counters we declare (so dashboards and `/stats` see Envoy's full set) but
+/// whose events this proxy does not produce yet: retries, HTTP/3, subsets, zone routing.
+const DECLARED_COUNTERS: &[&str] = &[
+    "assignment_stale",
+    "assignment_timeout_received",
+    "assignment_use_cached",
+    "lb_local_cluster_not_ok",
+    "lb_recalculate_zone_structures",
+    "lb_subsets_created",
+    "lb_subsets_fallback",
+    "lb_subsets_fallback_panic",
+    "lb_subsets_removed",
+    "lb_subsets_selected",
+    "lb_zone_cluster_too_small",
+    "lb_zone_no_capacity_left",
+    "lb_zone_routing_all_directly",
+    "lb_zone_routing_cross_zone",
+    "lb_zone_routing_sampled",
+    "retry_or_shadow_abandoned",
+    "update_failure",
+    "upstream_cx_close_notify",
+    "upstream_cx_connect_with_0_rtt",
+    "upstream_cx_http1_total",
+    "upstream_cx_http2_total",
+    "upstream_cx_http3_total",
+    "upstream_cx_idle_timeout",
+    "upstream_cx_max_duration_reached",
+    "upstream_cx_max_requests",
+    "upstream_cx_pool_overflow",
+    "upstream_cx_preconnect_skipped",
+    "upstream_cx_protocol_error",
+    "upstream_flow_control_backed_up_total",
+    "upstream_flow_control_drained_total",
+    "upstream_flow_control_paused_reading_total",
+    "upstream_flow_control_resumed_reading_total",
+    "upstream_http3_broken",
+    "upstream_internal_redirect_failed_total",
+    "upstream_internal_redirect_succeeded_total",
+    "upstream_rq_0rtt",
+    "upstream_rq_active_overflow",
+    "upstream_rq_cancelled",
+    "upstream_rq_completed",
+    "upstream_rq_maintenance_mode",
+    "upstream_rq_max_duration_reached",
+    "upstream_rq_pending_overflow",
+    "upstream_rq_per_try_idle_timeout",
+    "upstream_rq_per_try_timeout",
+    "upstream_rq_retry",
+    "upstream_rq_retry_backoff_exponential",
+    "upstream_rq_retry_backoff_ratelimited",
+    "upstream_rq_retry_limit_exceeded",
+    "upstream_rq_retry_overflow",
+    "upstream_rq_retry_success",
+    "upstream_rq_rx_reset",
+    "upstream_rq_rx_reset_no_error",
+    "upstream_rq_timeout",
+    "upstream_rq_tx_reset",
+];
+
+/// Envoy's cluster gauges declared the same way.
+const DECLARED_GAUGES: &[&str] = &[
+    "lb_subsets_active",
+    "upstream_cx_rx_bytes_buffered",
+    "upstream_cx_tx_bytes_buffered",
+    "upstream_queue_overloaded",
+    "version",
+    "warming_state",
+];
 
 // === impl ClusterStats ===
 
@@ -62,6 +140,24 @@ impl ClusterStats {
     pub fn new(store: &Store, stat_name: &str) -> Self {
         let s = store.scope(format!("cluster.{stat_name}."));
         let cb = s.scope("circuit_breakers").scope("default");
+        for name in DECLARED_COUNTERS {
+            s.counter(name);
+        }
+        for name in DECLARED_GAUGES {
+            s.gauge(name);
+        }
+        // Envoy reports both priorities; only `default` thresholds are enforced here.
+        cb.gauge("cx_pool_open");
+        let high = s.scope("circuit_breakers").scope("high");
+        for name in [
+            "cx_open",
+            "cx_pool_open",
+            "rq_open",
+            "rq_pending_open",
+            "rq_retry_open",
+        ] {
+            high.gauge(name);
+        }
         Self {
             upstream_cx_total: s.counter("upstream_cx_total"),
             upstream_cx_active: s.gauge("upstream_cx_active"),
@@ -93,7 +189,44 @@ impl ClusterStats {
             rq_pending_open: cb.gauge("rq_pending_open"),
             rq_retry_open: cb.gauge("rq_retry_open"),
             original_dst_host_invalid: s.counter("original_dst_host_invalid"),
+            upstream_rq_total: s.counter("upstream_rq_total"),
+            upstream_rq_active: s.gauge("upstream_rq_active"),
+            upstream_rq_pending_total: s.counter("upstream_rq_pending_total"),
+            upstream_rq_pending_active: s.gauge("upstream_rq_pending_active"),
+            upstream_rq_pending_failure_eject: s.counter("upstream_rq_pending_failure_eject"),
+            upstream_cx_connect_attempts_exceeded: s
+                .counter("upstream_cx_connect_attempts_exceeded"),
+            upstream_cx_destroy_with_active_rq: s.counter("upstream_cx_destroy_with_active_rq"),
+            upstream_cx_destroy_local_with_active_rq: s
+                .counter("upstream_cx_destroy_local_with_active_rq"),
+            upstream_cx_destroy_remote_with_active_rq: s
+                .counter("upstream_cx_destroy_remote_with_active_rq"),
             scope: s,
+        }
+    }
+}
+
+/// Which side closed an upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    Local,
+    Remote,
+}
+
+impl ClusterStats {
+    /// Accounts a connection closed while a request (for TCP, the proxied connection) was
+    /// still using it; `upstream_cx_destroy` itself is counted when the connection drops.
+    pub fn closed_with_active_rq(&self, by: Close) {
+        self.upstream_cx_destroy_with_active_rq.inc();
+        match by {
+            Close::Local => {
+                self.upstream_cx_destroy_local.inc();
+                self.upstream_cx_destroy_local_with_active_rq.inc();
+            }
+            Close::Remote => {
+                self.upstream_cx_destroy_remote.inc();
+                self.upstream_cx_destroy_remote_with_active_rq.inc();
+            }
         }
     }
 }
@@ -189,6 +322,16 @@ impl Cluster {
         let s = &self.stats;
         let count = |h: Health| set.all.iter().filter(|x| x.health == h).count() as u64;
         let before = self.hosts.load();
+        // Envoy resolves a host's transport socket once, when the host is created, and
+        // counts it under the matched `transport_socket_matches` name (or `default`).
+        for host in set
+            .all
+            .iter()
+            .filter(|h| !before.all.iter().any(|b| b.addr == h.addr))
+        {
+            let name = host.transport_match.as_deref().unwrap_or("default");
+            s.scope.counter(&format!("{name}.total_match_count")).inc();
+        }
         let changed = before.all.len() != set.all.len()
             || before
                 .all
@@ -202,13 +345,19 @@ impl Cluster {
         s.membership_healthy.set(count(Health::Healthy));
         s.membership_degraded.set(count(Health::Degraded));
         s.membership_excluded.set(0);
-        s.max_host_weight.set(
-            set.all
-                .iter()
-                .map(|h| u64::from(h.weight))
-                .max()
-                .unwrap_or(0),
-        );
+        // Envoy computes it for dynamic host lists (EDS, STRICT_DNS) only.
+        if matches!(
+            self.config.discovery,
+            Discovery::Eds { .. } | Discovery::StrictDns { .. }
+        ) {
+            s.max_host_weight.set(
+                set.all
+                    .iter()
+                    .map(|h| u64::from(h.weight))
+                    .max()
+                    .unwrap_or(0),
+            );
+        }
         self.hosts.store(Arc::new(set));
         self.warm.store(true, Ordering::Release);
     }

@@ -122,24 +122,34 @@ pub async fn connect_host(
     let cfg = &cluster.config;
     let stats = &cluster.stats;
     stats.upstream_cx_total.inc();
-    host.cx_total.fetch_add(1, Ordering::Relaxed);
+    host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let result = tokio::time::timeout(
         cfg.connect_timeout,
         open(&host.addr, cfg.source_address, cfg.keepalive),
     )
     .await;
+    // A failed connection is destroyed too: by the peer when refused, by us otherwise.
+    if !matches!(result, Ok(Ok(_))) {
+        host.stats.cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+    }
     let io = match result {
         Err(_) => {
             stats.upstream_cx_connect_timeout.inc();
             stats.upstream_cx_connect_fail.inc();
+            stats.upstream_cx_destroy.inc();
+            stats.upstream_cx_destroy_local.inc();
             return Err(ConnectError::Timeout);
         }
         Ok(Err(e)) => {
+            stats.upstream_cx_connect_fail.inc();
+            stats.upstream_cx_destroy.inc();
             if matches!(e, ConnectError::Bind { .. }) {
                 stats.bind_errors.inc();
+                stats.upstream_cx_destroy_local.inc();
+            } else {
+                stats.upstream_cx_destroy_remote.inc();
             }
-            stats.upstream_cx_connect_fail.inc();
             return Err(e);
         }
         Ok(Ok(io)) => io,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Metadata};
 
 use crate::config::cluster::{ClusterConfig, UpstreamTransport};
 use crate::config::endpoint::{EndpointConfig, Health, socket_match_applies};
@@ -41,8 +41,42 @@ pub struct Host {
     pub metadata: Option<Arc<Metadata>>,
     /// In-flight requests (HTTP) or connections (TCP) through this host, for LEAST_REQUEST.
     pub active: AtomicU64,
-    /// Connections made to this host (for /clusters).
+    pub locality: Option<Arc<Locality>>,
+    /// Per-host stats for `/clusters`.
+    pub stats: HostStats,
+}
+
+/// Envoy's per-host stats, shown by `/clusters` (not in `/stats`).
+#[derive(Debug, Default)]
+pub struct HostStats {
     pub cx_total: AtomicU64,
+    pub cx_connect_fail: AtomicU64,
+    pub rq_total: AtomicU64,
+    pub rq_error: AtomicU64,
+    pub rq_success: AtomicU64,
+    pub rq_timeout: AtomicU64,
+    pub rq_active: AtomicU64,
+    pub rq_pending_active: AtomicU64,
+}
+
+// === impl HostStats ===
+
+impl HostStats {
+    /// `(name, value, is_gauge)` in Envoy's `/clusters` order.
+    pub fn snapshot(&self, cx_active: u64) -> [(&'static str, u64, bool); 9] {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("cx_active", cx_active, true),
+            ("cx_connect_fail", v(&self.cx_connect_fail), false),
+            ("cx_total", v(&self.cx_total), false),
+            ("rq_active", v(&self.rq_active), true),
+            ("rq_error", v(&self.rq_error), false),
+            ("rq_pending_active", v(&self.rq_pending_active), true),
+            ("rq_success", v(&self.rq_success), false),
+            ("rq_timeout", v(&self.rq_timeout), false),
+            ("rq_total", v(&self.rq_total), false),
+        ]
+    }
 }
 
 // === impl Host ===
@@ -70,7 +104,8 @@ impl Host {
             transport_match,
             metadata: ep.metadata.clone(),
             active: AtomicU64::new(0),
-            cx_total: AtomicU64::new(0),
+            locality: ep.locality.clone(),
+            stats: HostStats::default(),
         }
     }
 
@@ -86,7 +121,8 @@ impl Host {
             transport_match: None,
             metadata: None,
             active: AtomicU64::new(0),
-            cx_total: AtomicU64::new(0),
+            locality: None,
+            stats: HostStats::default(),
         }
     }
 
@@ -208,7 +244,8 @@ mod tests {
             transport_match: None,
             metadata: None,
             active: AtomicU64::new(0),
-            cx_total: AtomicU64::new(0),
+            locality: None,
+            stats: HostStats::default(),
         })
     }
 

@@ -109,7 +109,8 @@ mod tests {
                         transport_match: None,
                         metadata: None,
                         active: AtomicU64::new(0),
-                        cx_total: AtomicU64::new(0),
+                        locality: None,
+                        stats: Default::default(),
                     })
                 })
                 .collect(),
