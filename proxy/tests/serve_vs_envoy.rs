@@ -325,81 +325,90 @@ fn sigterm(p: &ProxyProcess) {
     .unwrap();
 }
 
-/// `POST /quitquitquit`: Envoy closes open connections and exits 0 at once; so do we.
+/// What asks the proxy to stop.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Sigterm,
+    Quitquitquit,
+}
+
+fn stop(p: &ProxyProcess, how: Stop) {
+    match how {
+        Stop::Sigterm => sigterm(p),
+        Stop::Quitquitquit => {
+            let (status, _) =
+                e2e::http::request(p.admin, "POST", "/quitquitquit", &[], "").unwrap();
+            assert_eq!(status, 200);
+        }
+    }
+}
+
+/// SIGTERM and `/quitquitquit` drain (Envoy would exit at once): the listener stops
+/// accepting, an open connection keeps working, and the process exits 0 as soon as it
+/// closes.
 #[test]
-fn quitquitquit_closes_connections_and_exits_zero_like_envoy() {
-    let Some(envoy_bin) = e2e::require_envoy("quitquitquit_exits_zero_like_envoy") else {
-        return;
-    };
+fn stopping_lets_open_connections_finish_then_exits_zero() {
     let echo = echo_server();
-    let refused = closed_port();
-    for bin in [envoy_bin.as_path(), Path::new(PROXY)] {
+    for how in [Stop::Sigterm, Stop::Quitquitquit] {
         let ports = free_ports();
-        let yaml = tcp_bootstrap(ports, echo, refused);
-        let mut p = ProxyProcess::start(bin, &yaml, &["--drain-time-s", "30"]).unwrap();
+        let yaml = tcp_bootstrap(ports, echo, closed_port());
+        let mut p =
+            ProxyProcess::start(Path::new(PROXY), &yaml, &["--drain-time-s", "30"]).unwrap();
         let mut open = open_connection(ports);
-        let (status, _) = e2e::http::request(p.admin, "POST", "/quitquitquit", &[], "").unwrap();
-        assert_eq!(status, 200);
-        // Far below the 30 s drain time: quitquitquit does not wait for connections.
+        stop(&p, how);
+        let mut refused = false;
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", ports.good)).is_err() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(refused, "{how:?}: the listener should stop accepting");
+        assert_eq!(
+            p.wait_exit(Duration::from_millis(300)).unwrap(),
+            None,
+            "{how:?}"
+        );
+        open.write_all(b"still there?").unwrap();
+        let mut buf = [0u8; 12];
+        open.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"still there?", "{how:?}");
+        drop(open);
+        let status = p.wait_exit(Duration::from_secs(10)).unwrap();
+        let status = status
+            .unwrap_or_else(|| panic!("{how:?}: still running after the last close: {}", p.log()));
+        assert!(status.success(), "{how:?}: {status}");
+    }
+}
+
+/// A connection that outlives the drain time is closed, then the process exits 0; a second
+/// SIGTERM ends the drain at once.
+#[test]
+fn stopping_closes_what_is_left_after_the_drain_time() {
+    let echo = echo_server();
+    for (how, drain, second_signal) in [
+        (Stop::Sigterm, "1", false),
+        (Stop::Quitquitquit, "1", false),
+        (Stop::Sigterm, "600", true),
+    ] {
+        let ports = free_ports();
+        let yaml = tcp_bootstrap(ports, echo, closed_port());
+        let mut p =
+            ProxyProcess::start(Path::new(PROXY), &yaml, &["--drain-time-s", drain]).unwrap();
+        let mut open = open_connection(ports);
+        stop(&p, how);
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(200));
+            sigterm(&p);
+        }
         let status = p.wait_exit(Duration::from_secs(10)).unwrap();
         let status =
-            status.unwrap_or_else(|| panic!("{} still running: {}", bin.display(), p.log()));
-        assert!(status.success(), "{}: {status}", bin.display());
+            status.unwrap_or_else(|| panic!("{how:?}: still running after the drain: {}", p.log()));
+        assert!(status.success(), "{how:?}: {status}");
         assert!(
             is_closed(&mut open),
-            "{}: connection left open",
-            bin.display()
+            "{how:?}: the connection should be closed at exit"
         );
     }
-}
-
-/// SIGTERM drains (Envoy would exit at once): the listener stops accepting, an open
-/// connection keeps working, and the process exits 0 as soon as it closes.
-#[test]
-fn sigterm_lets_open_connections_finish_then_exits_zero() {
-    let echo = echo_server();
-    let ports = free_ports();
-    let yaml = tcp_bootstrap(ports, echo, closed_port());
-    let mut p = ProxyProcess::start(Path::new(PROXY), &yaml, &["--drain-time-s", "30"]).unwrap();
-    let mut open = open_connection(ports);
-    sigterm(&p);
-    let mut refused = false;
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", ports.good)).is_err() {
-            refused = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(refused, "the listener should stop accepting on SIGTERM");
-    assert_eq!(p.wait_exit(Duration::from_millis(300)).unwrap(), None);
-    open.write_all(b"still there?").unwrap();
-    let mut buf = [0u8; 12];
-    open.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"still there?");
-    drop(open);
-    let status = p.wait_exit(Duration::from_secs(10)).unwrap();
-    let status =
-        status.unwrap_or_else(|| panic!("still running after the last close: {}", p.log()));
-    assert!(status.success(), "{status}");
-}
-
-/// A connection that outlives the drain time is closed when it ends, then the process
-/// exits 0.
-#[test]
-fn sigterm_closes_what_is_left_after_the_drain_time() {
-    let echo = echo_server();
-    let ports = free_ports();
-    let yaml = tcp_bootstrap(ports, echo, closed_port());
-    let mut p = ProxyProcess::start(Path::new(PROXY), &yaml, &["--drain-time-s", "1"]).unwrap();
-    let mut open = open_connection(ports);
-    sigterm(&p);
-    let status = p.wait_exit(Duration::from_secs(10)).unwrap();
-    let status =
-        status.unwrap_or_else(|| panic!("still running after the drain time: {}", p.log()));
-    assert!(status.success(), "{status}");
-    assert!(
-        is_closed(&mut open),
-        "the connection should be closed at exit"
-    );
 }

@@ -9,10 +9,10 @@
 //! the initial xDS fetch (CDS then EDS, LDS; honouring `initial_fetch_timeout`), then the
 //! workers start accepting and `server.state` becomes LIVE.
 //!
-//! Shutdown: `/quitquitquit` closes listeners and connections at once and exits 0, as
-//! Envoy does. SIGTERM and SIGINT drain instead (Envoy exits at once on them): stop
-//! accepting, let open connections finish within `--drain-time-s`, then exit 0, so a plain
-//! `kill` or `systemctl stop` does not cut requests in flight.
+//! Shutdown: SIGTERM, SIGINT and `/quitquitquit` drain: stop accepting, let open
+//! connections finish within `--drain-time-s`, then exit 0, so a `kill`, a `systemctl stop`
+//! or pilot-agent's exit does not cut requests in flight. (Envoy exits at once; a second
+//! SIGTERM or SIGINT does that here.)
 
 pub mod state;
 pub mod xds;
@@ -131,8 +131,8 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
         shared.listeners.start_workers(data.handle().clone());
         shared.state.set(State::Live);
         tracing::info!("all listeners started; server is LIVE");
-        let how = wait_for_shutdown(&shared).await;
-        shut_down(&shared, how).await;
+        wait_for_shutdown(&shared).await;
+        shut_down(&shared).await;
         Ok(())
     })?;
     data.shutdown_timeout(Duration::from_secs(1));
@@ -211,33 +211,35 @@ async fn wait_for_static_clusters(shared: &Shared) {
     }
 }
 
-/// How the server was asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shutdown {
-    /// `/quitquitquit`: at once.
-    Now,
-    /// A signal: drain first.
-    Drain,
+async fn wait_for_shutdown(shared: &Shared) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let drain = shared.options.drain_time;
+    tokio::select! {
+        () = shared.state.shutdown.cancelled() => {
+            tracing::warn!("shutting down (admin request); draining for up to {drain:?}");
+        }
+        Some(()) = next(term.as_mut()) => {
+            tracing::warn!("caught SIGTERM; draining for up to {drain:?}");
+        }
+        Some(()) = next(int.as_mut()) => {
+            tracing::warn!("caught SIGINT; draining for up to {drain:?}");
+        }
+    }
 }
 
-async fn wait_for_shutdown(shared: &Shared) -> Shutdown {
+/// Waits for a second SIGTERM or SIGINT (the one that asks to stop now).
+async fn wait_for_second_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
-        () = shared.state.shutdown.cancelled() => {
-            tracing::info!("shutting down (admin request)");
-            Shutdown::Now
-        }
-        Some(()) = next(term.as_mut()) => {
-            tracing::warn!("caught SIGTERM; draining for up to {:?}", shared.options.drain_time);
-            Shutdown::Drain
-        }
-        Some(()) = next(int.as_mut()) => {
-            tracing::warn!("caught SIGINT; draining for up to {:?}", shared.options.drain_time);
-            Shutdown::Drain
-        }
+        Some(()) = next(term.as_mut()) => {}
+        Some(()) = next(int.as_mut()) => {}
+        else => std::future::pending().await,
     }
+    tracing::warn!("second signal; closing all connections now");
 }
 
 async fn next(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
@@ -247,21 +249,16 @@ async fn next(s: Option<&mut tokio::signal::unix::Signal>) -> Option<()> {
     }
 }
 
-/// Stops accepting, then closes connections: at once, or when they finish within the
-/// drain time. A second SIGTERM/SIGINT or `/quitquitquit` during the drain cuts it short.
-async fn shut_down(shared: &Shared, how: Shutdown) {
+/// Stops accepting, then waits for connections to finish within the drain time; what is
+/// left is closed. A second signal during the drain closes everything at once.
+async fn shut_down(shared: &Shared) {
     shared.state.set(State::Draining);
-    let grace = match how {
-        Shutdown::Now => Duration::ZERO,
-        Shutdown::Drain => shared.options.drain_time,
-    };
+    let grace = shared.options.drain_time;
     shared.listeners.shutdown(grace);
     let deadline = tokio::time::Instant::now() + grace + Duration::from_millis(500);
     let cut_short = async {
-        if how == Shutdown::Drain {
-            let _ = wait_for_shutdown(shared).await;
-            shared.listeners.shutdown(Duration::ZERO);
-        }
+        wait_for_second_signal().await;
+        shared.listeners.shutdown(Duration::ZERO);
         std::future::pending::<()>().await;
     };
     let drained = async {
