@@ -151,11 +151,14 @@ fn bootstrap(xds_port: u16) -> String {
 /// What the client said about a response: ACK, or NACK with the error detail.
 type Verdict = Result<(), String>;
 
+/// The current version and resources of each type.
+type Snapshot = Arc<Mutex<HashMap<ResourceType, (String, Vec<Resource>)>>>;
+
 /// Answers each subscription with the current snapshot of its type and reports the client's
 /// ACKs and NACKs by nonce.
 struct ControlPlane {
     server: Arc<XdsServer>,
-    snapshot: Arc<Mutex<HashMap<ResourceType, (String, Vec<Resource>)>>>,
+    snapshot: Snapshot,
     verdicts: mpsc::UnboundedReceiver<(String, Verdict)>,
     next_nonce: u32,
 }
@@ -169,7 +172,7 @@ impl ControlPlane {
                 .await
                 .unwrap(),
         );
-        let snapshot = Arc::new(Mutex::new(
+        let snapshot: Snapshot = Arc::new(Mutex::new(
             initial
                 .into_iter()
                 .map(|(t, r)| (t, ("1".to_string(), r)))
