@@ -30,6 +30,9 @@ pub struct Downstream {
     pub requested_server_name: Option<Arc<str>>,
     /// Set when this proxy terminated TLS on the connection.
     pub tls: Option<Arc<PeerTls>>,
+    /// The listener's `envoy.filters.listener.original_src` mark: upstream connections
+    /// leave from the peer's address with this socket mark (TPROXY inbound).
+    pub original_src_mark: Option<u32>,
 }
 
 /// The TLS session this proxy terminated.

@@ -93,6 +93,7 @@ pub async fn handle(
         filter_chain: chain.config.name.clone(),
         requested_server_name: sni,
         tls: None,
+        original_src_mark: listener.config.original_src_mark,
     };
     let io = match &chain.config.transport {
         DownstreamTransport::Raw => DownstreamIo::Raw(Prefixed::new(buffered, stream)),

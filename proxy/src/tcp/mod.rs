@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
 use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
-use crate::upstream::cluster::{Close, ClusterStats};
+use crate::upstream::cluster::{Close, ClusterStats, OriginalSrc};
 use crate::upstream::{
     Cluster, ClusterManager, ConnectError, LbContext, Upstream, UpstreamIo, connect, lb,
 };
@@ -135,6 +135,10 @@ impl TcpProxy {
         };
         let ctx = LbContext {
             original_dst: Some(conn.local),
+            original_src: conn.original_src_mark.map(|mark| OriginalSrc {
+                ip: conn.peer.ip(),
+                mark,
+            }),
         };
         let mut attempt = 0;
         let upstream = loop {

@@ -13,11 +13,23 @@ use crate::config::cluster::{ClusterConfig, Discovery};
 use crate::config::endpoint::{EndpointConfig, Health, HostAddress};
 use crate::stats::{Counter, Gauge, Histogram, Scope, Store};
 
-/// What load balancing may know about the connection.
+/// What choosing and opening an upstream connection may know about the downstream one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LbContext {
     /// The downstream connection's original destination (for ORIGINAL_DST clusters).
     pub original_dst: Option<SocketAddr>,
+    /// Connect from the downstream peer's address (`original_src`).
+    pub original_src: Option<OriginalSrc>,
+}
+
+/// `envoy.filters.listener.original_src`: the upstream socket is transparent, bound to the
+/// downstream peer's IP (any port) and marked, so the app sees the real client and its
+/// replies route back through the proxy (iptables-init's TPROXY mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalSrc {
+    pub ip: std::net::IpAddr,
+    /// SO_MARK; 0 sets none.
+    pub mark: u32,
 }
 
 /// Envoy's cluster stats (`cluster.<name>.*`).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use super::cluster::{Cluster, ConnectionSlot, LbContext};
+use super::cluster::{Cluster, ConnectionSlot, LbContext, OriginalSrc};
 use super::host::{Host, HostAddr};
 use crate::config::cluster::{Keepalive, UpstreamTransport};
 
@@ -106,13 +106,23 @@ impl UpstreamHandle {
 /// Connects to a host of `cluster`.
 pub async fn connect(cluster: &Arc<Cluster>, ctx: &LbContext) -> Result<Upstream, ConnectError> {
     let host = cluster.choose(ctx).ok_or(ConnectError::NoHealthyUpstream)?;
-    connect_host(cluster, host).await
+    connect_host_from(cluster, host, ctx.original_src).await
 }
 
 /// Connects to a given host of `cluster`.
 pub async fn connect_host(
     cluster: &Arc<Cluster>,
     host: Arc<Host>,
+) -> Result<Upstream, ConnectError> {
+    connect_host_from(cluster, host, None).await
+}
+
+/// Connects to a given host of `cluster`, from the downstream peer's address when
+/// `original_src` is set.
+pub async fn connect_host_from(
+    cluster: &Arc<Cluster>,
+    host: Arc<Host>,
+    original_src: Option<OriginalSrc>,
 ) -> Result<Upstream, ConnectError> {
     let slot = cluster.acquire_connection().ok_or(ConnectError::Overflow)?;
     if matches!(host.transport, UpstreamTransport::Tls(_)) {
@@ -126,7 +136,11 @@ pub async fn connect_host(
     let started = Instant::now();
     let result = tokio::time::timeout(
         cfg.connect_timeout,
-        open(&host.addr, cfg.source_address, cfg.keepalive),
+        open(
+            &host.addr,
+            source(cfg.source_address, original_src),
+            cfg.keepalive,
+        ),
     )
     .await;
     // A failed connection is destroyed too: by the peer when refused, by us otherwise.
@@ -170,9 +184,25 @@ pub async fn connect_host(
     })
 }
 
+/// Where an upstream socket binds before connecting.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// `upstream_bind_config` (e.g. 127.0.0.6 for Istio's inbound passthrough).
+    Bind(std::net::IpAddr),
+    /// `original_src`: transparent, the peer's address, marked.
+    Transparent(OriginalSrc),
+}
+
+/// `original_src` wins over the cluster's bind address, as in Envoy.
+fn source(bind: Option<std::net::IpAddr>, original_src: Option<OriginalSrc>) -> Option<Source> {
+    original_src
+        .map(Source::Transparent)
+        .or(bind.map(Source::Bind))
+}
+
 async fn open(
     addr: &HostAddr,
-    source: Option<std::net::IpAddr>,
+    source: Option<Source>,
     keepalive: Option<Keepalive>,
 ) -> Result<UpstreamIo, ConnectError> {
     let dst = match addr {
@@ -190,11 +220,28 @@ async fn open(
         TcpSocket::new_v6()
     }
     .map_err(ConnectError::Failed)?;
-    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == dst.is_ipv4()) {
-        let addr = SocketAddr::new(ip, 0);
-        socket
-            .bind(addr)
-            .map_err(|source| ConnectError::Bind { addr, source })?;
+    match source {
+        Some(Source::Bind(ip)) if ip.is_ipv4() == dst.is_ipv4() => {
+            let addr = SocketAddr::new(ip, 0);
+            socket
+                .bind(addr)
+                .map_err(|source| ConnectError::Bind { addr, source })?;
+        }
+        Some(Source::Transparent(src)) if src.ip.is_ipv4() == dst.is_ipv4() => {
+            let addr = SocketAddr::new(src.ip, 0);
+            let bind_error = |source| ConnectError::Bind { addr, source };
+            let sock = socket2::SockRef::from(&socket);
+            if dst.is_ipv4() {
+                sock.set_ip_transparent_v4(true).map_err(bind_error)?;
+            } else {
+                sock.set_ip_transparent_v6(true).map_err(bind_error)?;
+            }
+            if src.mark != 0 {
+                sock.set_mark(src.mark).map_err(bind_error)?;
+            }
+            socket.bind(addr).map_err(bind_error)?;
+        }
+        _ => {}
     }
     if let Some(ka) = keepalive {
         let sock = socket2::SockRef::from(&socket);
