@@ -71,11 +71,28 @@ impl Inclusion {
     }
 }
 
-/// A stat's identity: its full Envoy name and its tag-extracted form.
+/// A stat's identity: its full Envoy name, and its tag-extracted form, computed the first
+/// time Prometheus output needs it (tag extraction runs regexes; a 10,000-cluster push
+/// creates over a million stats, most never scraped).
 #[derive(Debug)]
 struct Meta {
-    name: String,
-    tagged: Tagged,
+    name: Arc<str>,
+    tagged: std::sync::OnceLock<Tagged>,
+}
+
+// === impl Meta ===
+
+impl Meta {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            tagged: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn tagged(&self, tags: &TagProducer) -> &Tagged {
+        self.tagged.get_or_init(|| tags.produce(&self.name))
+    }
 }
 
 #[derive(Debug)]
@@ -191,9 +208,15 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Registry {
-    counters: BTreeMap<String, Arc<CounterCell>>,
-    gauges: BTreeMap<String, Arc<GaugeCell>>,
-    histograms: BTreeMap<String, Arc<HistogramCell>>,
+    counters: BTreeMap<Arc<str>, Arc<CounterCell>>,
+    gauges: BTreeMap<Arc<str>, Arc<GaugeCell>>,
+    histograms: BTreeMap<Arc<str>, Arc<HistogramCell>>,
+}
+
+/// The one name all rejected stats share.
+fn rejected() -> Arc<str> {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| Arc::from("")).clone()
 }
 
 /// A stat kept by some other component (the xDS client), read when stats are rendered.
@@ -249,18 +272,17 @@ impl Store {
         }
     }
 
-    fn meta(&self, name: &str) -> Meta {
-        Meta {
-            name: name.to_string(),
-            tagged: self.0.tags.produce(name),
-        }
-    }
-
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.0
             .registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The name a new stat gets: shared with the registry key when the stats matcher keeps
+    /// it, else `None` (a rejected stat still counts, but is never shown or named).
+    fn kept_name(&self, name: &str) -> Option<Arc<str>> {
+        self.0.inclusion.keeps(name).then(|| Arc::from(name))
     }
 
     /// The counter with this full name, created on first use.
@@ -269,13 +291,14 @@ impl Store {
         if let Some(c) = reg.counters.get(name) {
             return Counter(c.clone());
         }
+        let kept = self.kept_name(name);
         let cell = Arc::new(CounterCell {
-            meta: self.meta(name),
+            meta: Meta::new(kept.clone().unwrap_or_else(rejected)),
             value: AtomicU64::new(0),
             used: AtomicBool::new(false),
         });
-        if self.0.inclusion.keeps(name) {
-            reg.counters.insert(name.to_string(), cell.clone());
+        if let Some(key) = kept {
+            reg.counters.insert(key, cell.clone());
         }
         Counter(cell)
     }
@@ -286,13 +309,14 @@ impl Store {
         if let Some(g) = reg.gauges.get(name) {
             return Gauge(g.clone());
         }
+        let kept = self.kept_name(name);
         let cell = Arc::new(GaugeCell {
-            meta: self.meta(name),
+            meta: Meta::new(kept.clone().unwrap_or_else(rejected)),
             value: AtomicU64::new(0),
             used: AtomicBool::new(false),
         });
-        if self.0.inclusion.keeps(name) {
-            reg.gauges.insert(name.to_string(), cell.clone());
+        if let Some(key) = kept {
+            reg.gauges.insert(key, cell.clone());
         }
         Gauge(cell)
     }
@@ -303,16 +327,17 @@ impl Store {
         if let Some(h) = reg.histograms.get(name) {
             return Histogram(h.clone());
         }
+        let kept = self.kept_name(name);
         let bounds = DEFAULT_BUCKETS;
         let cell = Arc::new(HistogramCell {
-            meta: self.meta(name),
+            meta: Meta::new(kept.clone().unwrap_or_else(rejected)),
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
         });
-        if self.0.inclusion.keeps(name) {
-            reg.histograms.insert(name.to_string(), cell.clone());
+        if let Some(key) = kept {
+            reg.histograms.insert(key, cell.clone());
         }
         Histogram(cell)
     }

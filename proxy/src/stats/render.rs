@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::{External, HistogramCell, Registry, Store, Tagged};
+use super::{External, HistogramCell, Registry, Store, TagProducer, Tagged};
 
 /// The quantiles Envoy reports for histograms.
 const QUANTILES: &[f64] = &[0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
@@ -235,7 +235,7 @@ impl Store {
         match query.format {
             Format::Text => render_text(&reg, query, &ext, &texts),
             Format::Json => render_json(&reg, query, &ext, &texts),
-            Format::Prometheus => render_prometheus(&reg, query, &ext),
+            Format::Prometheus => render_prometheus(&reg, &self.0.tags, query, &ext),
         }
     }
 
@@ -367,7 +367,7 @@ fn render_json(reg: &Registry, query: &Query, ext: &[Scalar], texts: &[(&str, &s
                         serde_json::json!({ "interval": v, "cumulative": v })
                     })
                     .collect();
-                serde_json::json!({ "name": h.cell.meta.name, "values": values })
+                serde_json::json!({ "name": &*h.cell.meta.name, "values": values })
             })
             .collect();
         stats.push(serde_json::json!({
@@ -413,7 +413,7 @@ fn external_row(s: &Scalar, metric: &dyn Fn(&Tagged) -> String) -> (String, Stri
     (m, line)
 }
 
-fn render_prometheus(reg: &Registry, query: &Query, ext: &[Scalar]) -> String {
+fn render_prometheus(reg: &Registry, tags: &TagProducer, query: &Query, ext: &[Scalar]) -> String {
     let mut out = String::new();
     let mut section = |kind: &str, rows: Vec<(String, String)>| {
         // Group by metric name; keep one TYPE line per name.
@@ -437,11 +437,12 @@ fn render_prometheus(reg: &Registry, query: &Query, ext: &[Scalar]) -> String {
             .values()
             .filter(|c| keep(c.used.load(Ordering::Relaxed), &c.meta.name))
             .map(|c| {
-                let m = metric(&c.meta.tagged);
+                let tagged = c.meta.tagged(tags);
+                let m = metric(tagged);
                 let v = c.value.load(Ordering::Relaxed);
                 (
                     m.clone(),
-                    format!("{m}{} {v}\n", labels(&c.meta.tagged.tags, None)),
+                    format!("{m}{} {v}\n", labels(&tagged.tags, None)),
                 )
             })
             .chain(
@@ -458,11 +459,12 @@ fn render_prometheus(reg: &Registry, query: &Query, ext: &[Scalar]) -> String {
             .values()
             .filter(|g| keep(g.used.load(Ordering::Relaxed), &g.meta.name))
             .map(|g| {
-                let m = metric(&g.meta.tagged);
+                let tagged = g.meta.tagged(tags);
+                let m = metric(tagged);
                 let v = g.value.load(Ordering::Relaxed);
                 (
                     m.clone(),
-                    format!("{m}{} {v}\n", labels(&g.meta.tagged.tags, None)),
+                    format!("{m}{} {v}\n", labels(&tagged.tags, None)),
                 )
             })
             .chain(
@@ -476,8 +478,9 @@ fn render_prometheus(reg: &Registry, query: &Query, ext: &[Scalar]) -> String {
     let rows = histograms(reg, query)
         .into_iter()
         .map(|h| {
-            let m = metric(&h.cell.meta.tagged);
-            let tags = &h.cell.meta.tagged.tags;
+            let tagged = h.cell.meta.tagged(tags);
+            let m = metric(tagged);
+            let tags = &tagged.tags;
             let mut text = String::new();
             for (i, cum) in h.cumulative.iter().enumerate() {
                 let le = h

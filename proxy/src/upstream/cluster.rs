@@ -1,5 +1,6 @@
 //! A live cluster: its configuration, its current hosts, its stats and circuit breakers.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -336,13 +337,15 @@ impl Cluster {
         let before = self.hosts.load();
         // Envoy resolves a host's transport socket once, when the host is created, and
         // counts it under the matched `transport_socket_matches` name (or `default`).
-        for host in set
-            .all
-            .iter()
-            .filter(|h| !before.all.iter().any(|b| b.addr == h.addr))
-        {
-            let name = host.transport_match.as_deref().unwrap_or("default");
-            s.scope.counter(&format!("{name}.total_match_count")).inc();
+        let known: HashSet<&HostAddr> = before.all.iter().map(|h| &h.addr).collect();
+        let mut matches: HashMap<&str, u64> = HashMap::new();
+        for host in set.all.iter().filter(|h| !known.contains(&h.addr)) {
+            *matches
+                .entry(host.transport_match.as_deref().unwrap_or("default"))
+                .or_default() += 1;
+        }
+        for (name, n) in matches {
+            s.scope.counter(&format!("{name}.total_match_count")).add(n);
         }
         let changed = before.all.len() != set.all.len()
             || before
