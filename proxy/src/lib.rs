@@ -7,7 +7,8 @@
 //!   `TypedStruct`), for bootstrap files and `/config_dump`;
 //! - [`bootstrap`]: loading and checking a bootstrap;
 //! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
-//!   Envoy's filter chain selection.
+//!   Envoy's filter chain selection;
+//! - [`rbac`]: Envoy's RBAC engine and its network and HTTP filters.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -18,6 +19,7 @@ pub mod io;
 pub mod listener;
 pub mod matcher;
 pub mod proto;
+pub mod rbac;
 pub mod stats;
 pub mod tcp;
 pub mod upstream;
