@@ -5,6 +5,7 @@
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Principal, permission::Rule as P, principal::Identifier as I,
 };
+use envoy_types::pb::envoy::config::route::v3::HeaderMatcher as HeaderMatcherProto;
 use envoy_types::pb::envoy::r#type::matcher::v3::{PathMatcher, path_matcher};
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 
@@ -17,41 +18,51 @@ use super::uri_template;
 use crate::config::{ConfigError, Context};
 use crate::matcher::StringMatcher;
 
+/// Whether `header` rules are allowed: the network filter refuses them, as Envoy's does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Headers {
+    Allowed,
+    Refused,
+}
+
 /// A list of permissions (`and_rules`, `or_rules`, a policy's `permissions`), which must
 /// not be empty.
-pub(crate) fn permissions(list: &[Permission]) -> Result<Box<[Rule]>, ConfigError> {
+pub(crate) fn permissions(
+    list: &[Permission],
+    headers: Headers,
+) -> Result<Box<[Rule]>, ConfigError> {
     if list.is_empty() {
         return Err(RbacError::Empty("the list of permissions").into());
     }
     list.iter()
         .enumerate()
-        .map(|(i, p)| permission(p).at(format!("[{i}]")))
+        .map(|(i, p)| permission(p, headers).at(format!("[{i}]")))
         .collect()
 }
 
 /// A list of principals (`and_ids`, `or_ids`, a policy's `principals`), which must not be
 /// empty.
-pub(crate) fn principals(list: &[Principal]) -> Result<Box<[Rule]>, ConfigError> {
+pub(crate) fn principals(list: &[Principal], headers: Headers) -> Result<Box<[Rule]>, ConfigError> {
     if list.is_empty() {
         return Err(RbacError::Empty("the list of principals").into());
     }
     list.iter()
         .enumerate()
-        .map(|(i, p)| principal(p).at(format!("[{i}]")))
+        .map(|(i, p)| principal(p, headers).at(format!("[{i}]")))
         .collect()
 }
 
 #[allow(deprecated)]
-fn permission(p: &Permission) -> Result<Rule, ConfigError> {
+fn permission(p: &Permission, headers: Headers) -> Result<Rule, ConfigError> {
     let Some(rule) = &p.rule else {
         return Err(RbacError::Unset("a permission rule").into());
     };
     Ok(match rule {
-        P::AndRules(set) => Rule::And(permissions(&set.rules).at("and_rules.rules")?),
-        P::OrRules(set) => Rule::Or(permissions(&set.rules).at("or_rules.rules")?),
+        P::AndRules(set) => Rule::And(permissions(&set.rules, headers).at("and_rules.rules")?),
+        P::OrRules(set) => Rule::Or(permissions(&set.rules, headers).at("or_rules.rules")?),
         P::Any(true) => Rule::Any,
         P::Any(false) => return Err(at(RbacError::AnyFalse, "any")),
-        P::Header(h) => Rule::Header(HeaderMatcher::new(h).map_err(|e| at(e, "header"))?),
+        P::Header(h) => header(h, headers)?,
         P::UrlPath(m) => Rule::UrlPath(path(m).at("url_path")?),
         P::DestinationIp(c) => Rule::DestinationIp(cidr(c, "destination_ip")?),
         P::DestinationPort(port) => Rule::DestinationPort(
@@ -59,7 +70,7 @@ fn permission(p: &Permission) -> Result<Rule, ConfigError> {
         ),
         P::DestinationPortRange(r) => port_range(r).map_err(|e| at(e, "destination_port_range"))?,
         P::Metadata(m) => Rule::Metadata(MetadataMatcher::new(m).map_err(|e| at(e, "metadata"))?),
-        P::NotRule(inner) => Rule::Not(Box::new(permission(inner).at("not_rule")?)),
+        P::NotRule(inner) => Rule::Not(Box::new(permission(inner, headers).at("not_rule")?)),
         P::RequestedServerName(m) => Rule::RequestedServerName(
             StringMatcher::new(m).map_err(|e| at(e.into(), "requested_server_name"))?,
         ),
@@ -77,13 +88,13 @@ fn permission(p: &Permission) -> Result<Rule, ConfigError> {
 }
 
 #[allow(deprecated)]
-fn principal(p: &Principal) -> Result<Rule, ConfigError> {
+fn principal(p: &Principal, headers: Headers) -> Result<Rule, ConfigError> {
     let Some(id) = &p.identifier else {
         return Err(RbacError::Unset("a principal identifier").into());
     };
     Ok(match id {
-        I::AndIds(set) => Rule::And(principals(&set.ids).at("and_ids.ids")?),
-        I::OrIds(set) => Rule::Or(principals(&set.ids).at("or_ids.ids")?),
+        I::AndIds(set) => Rule::And(principals(&set.ids, headers).at("and_ids.ids")?),
+        I::OrIds(set) => Rule::Or(principals(&set.ids, headers).at("or_ids.ids")?),
         I::Any(true) => Rule::Any,
         I::Any(false) => return Err(at(RbacError::AnyFalse, "any")),
         I::Authenticated(a) => Rule::Authenticated(
@@ -98,10 +109,10 @@ fn principal(p: &Principal) -> Result<Rule, ConfigError> {
         I::SourceIp(c) => Rule::DirectRemoteIp(cidr(c, "source_ip")?),
         I::DirectRemoteIp(c) => Rule::DirectRemoteIp(cidr(c, "direct_remote_ip")?),
         I::RemoteIp(c) => Rule::RemoteIp(cidr(c, "remote_ip")?),
-        I::Header(h) => Rule::Header(HeaderMatcher::new(h).map_err(|e| at(e, "header"))?),
+        I::Header(h) => header(h, headers)?,
         I::UrlPath(m) => Rule::UrlPath(path(m).at("url_path")?),
         I::Metadata(m) => Rule::Metadata(MetadataMatcher::new(m).map_err(|e| at(e, "metadata"))?),
-        I::NotId(inner) => Rule::Not(Box::new(principal(inner).at("not_id")?)),
+        I::NotId(inner) => Rule::Not(Box::new(principal(inner, headers).at("not_id")?)),
         I::FilterState(_) => {
             return Err(unsupported(
                 "filter_state",
@@ -116,6 +127,15 @@ fn principal(p: &Principal) -> Result<Rule, ConfigError> {
         }
         I::Custom(_) => return Err(unsupported("custom", "custom principal extensions")),
     })
+}
+
+fn header(h: &HeaderMatcherProto, headers: Headers) -> Result<Rule, ConfigError> {
+    if headers == Headers::Refused {
+        return Err(at(RbacError::NetworkHeader, "header"));
+    }
+    Ok(Rule::Header(
+        HeaderMatcher::new(h).map_err(|e| at(e, "header"))?,
+    ))
 }
 
 fn path(m: &PathMatcher) -> Result<StringMatcher, ConfigError> {

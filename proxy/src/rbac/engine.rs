@@ -2,7 +2,7 @@
 
 use envoy_types::pb::envoy::config::rbac::v3::{Policy as PolicyProto, Rbac, rbac};
 
-use super::compile;
+use super::compile::{self, Headers};
 use super::error::RbacError;
 use super::input::Input;
 use super::rule::Rule;
@@ -54,6 +54,15 @@ impl Engine {
     /// Compiles an RBAC message. Errors name the field, e.g.
     /// `policies["ns[foo]-policy[x]-rule[0]"].permissions[0].header: ...`.
     pub fn new(proto: &Rbac) -> Result<Self, ConfigError> {
+        Self::compile(proto, Headers::Allowed)
+    }
+
+    /// Compiles an RBAC message for the network filter, which refuses `header` rules.
+    pub fn for_network(proto: &Rbac) -> Result<Self, ConfigError> {
+        Self::compile(proto, Headers::Refused)
+    }
+
+    fn compile(proto: &Rbac, headers: Headers) -> Result<Self, ConfigError> {
         let action = match rbac::Action::try_from(proto.action) {
             Ok(rbac::Action::Allow) => Action::Allow,
             Ok(rbac::Action::Deny) => Action::Deny,
@@ -76,7 +85,9 @@ impl Engine {
         names.sort();
         let policies = names
             .into_iter()
-            .map(|name| Policy::new(name, &proto.policies[name]).at(format!("policies[{name:?}]")))
+            .map(|name| {
+                Policy::new(name, &proto.policies[name], headers).at(format!("policies[{name:?}]"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self { action, policies })
     }
@@ -115,7 +126,7 @@ impl Engine {
 // === impl Policy ===
 
 impl Policy {
-    fn new(name: &str, proto: &PolicyProto) -> Result<Self, ConfigError> {
+    fn new(name: &str, proto: &PolicyProto, headers: Headers) -> Result<Self, ConfigError> {
         if proto.condition.is_some() || proto.checked_condition.is_some() {
             let field = if proto.condition.is_some() {
                 "condition"
@@ -131,8 +142,8 @@ impl Policy {
         }
         Ok(Self {
             name: name.into(),
-            permissions: compile::permissions(&proto.permissions).at("permissions")?,
-            principals: compile::principals(&proto.principals).at("principals")?,
+            permissions: compile::permissions(&proto.permissions, headers).at("permissions")?,
+            principals: compile::principals(&proto.principals, headers).at("principals")?,
         })
     }
 

@@ -16,6 +16,10 @@ pub enum RbacError {
     /// A required oneof is unset: empty in the config, or a variant newer than this proxy.
     #[error("{0} must be set (it is empty, or uses a field this proxy does not know)")]
     Unset(&'static str),
+    #[error(
+        "header rules are not supported by the RBAC network filter (a connection has no headers)"
+    )]
+    NetworkHeader,
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("`any` must be true when set")]
