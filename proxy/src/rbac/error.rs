@@ -48,6 +48,8 @@ pub enum RbacError {
     Decode(String),
 }
 
+// === impl RbacError ===
+
 impl From<RbacError> for ConfigError {
     fn from(e: RbacError) -> Self {
         ConfigError::new(e.to_string())

@@ -1,7 +1,7 @@
 //! `type.matcher.v3.MetadataMatcher` over the dynamic metadata earlier filters set. A value
-//! that is absent (no such filter, key or path) is "not set": only `present_match: false`
-//! style logic via `invert` can match it, as in Envoy, so a rule on JWT claims that no
-//! filter produced simply does not match.
+//! that is absent (no such filter, key or path) matches no value matcher, not even
+//! `present_match: false`; only `invert` turns that into a match. So, as in Envoy, a rule on
+//! JWT claims that no filter produced simply does not match.
 
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     DoubleMatcher, ListMatcher, MetadataMatcher as MetadataMatcherProto, ValueMatcher as Proto,
