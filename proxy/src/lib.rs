@@ -7,7 +7,8 @@
 //!   `TypedStruct`), for bootstrap files and `/config_dump`;
 //! - [`bootstrap`]: loading and checking a bootstrap;
 //! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
-//!   Envoy's filter chain selection.
+//!   Envoy's filter chain selection;
+//! - [`rbac`]: Envoy's RBAC engine and its network and HTTP filters.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod io;
 pub mod listener;
 pub mod matcher;
 pub mod proto;
+pub mod rbac;
 pub mod server;
 pub mod stats;
 pub mod tcp;

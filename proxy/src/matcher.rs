@@ -112,6 +112,28 @@ impl StringMatcher {
             Self::Regex(re) => re.is_match(input),
         }
     }
+
+    /// Whether raw bytes (an HTTP header value) match. Bytes that are not UTF-8 are read
+    /// with U+FFFD in their place for `safe_regex`, as RE2 reads them; the other patterns
+    /// compare bytes and allocate nothing.
+    pub fn matches_bytes(&self, input: &[u8]) -> bool {
+        match self {
+            Self::Regex(re) => re.is_match(&String::from_utf8_lossy(input)),
+            Self::Exact { value, ignore_case } => eq(input, value.as_bytes(), *ignore_case),
+            Self::Prefix { value, ignore_case } => {
+                let v = value.as_bytes();
+                input.len() >= v.len() && eq(&input[..v.len()], v, *ignore_case)
+            }
+            Self::Suffix { value, ignore_case } => {
+                let v = value.as_bytes();
+                input.len() >= v.len() && eq(&input[input.len() - v.len()..], v, *ignore_case)
+            }
+            Self::Contains { value, ignore_case } => {
+                let v = value.as_bytes();
+                input.windows(v.len()).any(|w| eq(w, v, *ignore_case))
+            }
+        }
+    }
 }
 
 fn eq(a: &[u8], b: &[u8], ignore_case: bool) -> bool {
@@ -180,6 +202,20 @@ mod tests {
         // Full match, not search.
         let re = StringMatcher::regex("b").unwrap();
         assert!(!re.matches("abc"));
+    }
+
+    #[test]
+    fn bytes_match_like_strings() {
+        let exact = m(MatchPattern::Exact("GET".into()), true);
+        assert!(exact.matches_bytes(b"get"));
+        assert!(!exact.matches_bytes(b"gets"));
+        assert!(m(MatchPattern::Prefix("ab".into()), false).matches_bytes(b"abc\xff"));
+        assert!(m(MatchPattern::Suffix("C".into()), true).matches_bytes(b"\xffabc"));
+        assert!(m(MatchPattern::Contains("b".into()), false).matches_bytes(b"abc"));
+        // Invalid UTF-8 still reaches the regex, as U+FFFD.
+        let re = StringMatcher::regex("admin.*").unwrap();
+        assert!(re.matches_bytes(b"admin\xff"));
+        assert!(!re.matches_bytes(b"user\xff"));
     }
 
     #[test]
