@@ -334,8 +334,8 @@ fn vm_example_stays_unready_and_running_without_the_agent() {
     }
 }
 
-#[test]
-fn vm_example_xds_part_stays_unready_and_running_without_the_agent() {
+/// The VM example without its two HTTP listeners (15090, 15021), admin on port 0, as JSON.
+pub(crate) fn vm_xds_only() -> String {
     let yaml = rewrite(
         &read("deploy/examples/vm-istio-agent.yaml"),
         &[("port_value: 15000", "port_value: 0")],
@@ -347,7 +347,12 @@ fn vm_example_xds_part_stays_unready_and_running_without_the_agent() {
         .expect("the VM example has static listeners");
     assert_eq!(listeners.len(), 2, "the 15090 and 15021 listeners");
     listeners.clear();
-    let json = serde_json::to_string_pretty(&bootstrap).unwrap();
+    serde_json::to_string_pretty(&bootstrap).unwrap()
+}
+
+#[test]
+fn vm_example_xds_part_stays_unready_and_running_without_the_agent() {
+    let json = vm_xds_only();
     for binary in RUN_VM_XDS_ONLY {
         assert_waits_for_the_agent(*binary, &json);
     }

@@ -4,5 +4,7 @@
 //! the image build file and the Kubernetes manifests checked against what they refer to.
 
 mod common;
+mod docker;
 mod examples;
+mod kubernetes;
 mod systemd;
