@@ -5,6 +5,7 @@
 
 mod common;
 mod docker;
+mod docs;
 mod examples;
 mod kubernetes;
 mod systemd;
