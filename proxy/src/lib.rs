@@ -7,7 +7,9 @@
 //!   `TypedStruct`), for bootstrap files and `/config_dump`;
 //! - [`bootstrap`]: loading and checking a bootstrap;
 //! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
-//!   Envoy's filter chain selection.
+//!   Envoy's filter chain selection;
+//! - [`tls`]: the secret store, TLS termination and origination, SPIFFE identities and
+//!   Istio's metadata exchange.
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
@@ -20,6 +22,7 @@ pub mod matcher;
 pub mod proto;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Opening upstream connections: pick a host, respect the circuit breaker, bind the source
-//! address, connect within the cluster's timeout, and account for it all in Envoy's stats.
+//! address, connect (and, for TLS hosts, handshake) within the cluster's timeout, and account
+//! for it all in Envoy's stats. A host whose transport is TLS gets TLS or no connection:
+//! never plaintext.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +17,8 @@ use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use super::cluster::{Cluster, ConnectionSlot, LbContext};
 use super::host::{Host, HostAddr};
 use crate::config::cluster::{Keepalive, UpstreamTransport};
+use crate::tls::cluster::ClusterTlsError;
+use crate::tls::{ClientStream, HandshakeError};
 
 /// Why no upstream connection could be made. Each maps to one of Envoy's response flags.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,11 @@ pub enum ConnectError {
     Failed(io::Error),
     #[error("failed to bind source address {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("upstream TLS is not implemented yet; refusing to connect in plaintext")]
-    TlsUnavailable,
+    /// The host needs TLS and its context cannot be used yet (a secret has not arrived).
+    #[error("upstream TLS unavailable, not connecting in plaintext: {0}")]
+    TlsUnavailable(ClusterTlsError),
+    #[error("upstream {0}")]
+    Tls(HandshakeError),
 }
 
 // === impl ConnectError ===
@@ -41,7 +48,11 @@ impl ConnectError {
         match self {
             Self::NoHealthyUpstream => "UH",
             Self::Overflow => "UO",
-            Self::Timeout | Self::Failed(_) | Self::Bind { .. } | Self::TlsUnavailable => "UF",
+            Self::Timeout
+            | Self::Failed(_)
+            | Self::Bind { .. }
+            | Self::TlsUnavailable(_)
+            | Self::Tls(_) => "UF",
         }
     }
 }
@@ -51,6 +62,16 @@ impl ConnectError {
 pub enum UpstreamIo {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP or a pipe, with Istio's metadata exchange when negotiated.
+    Tls(Box<ClientStream<UpstreamIo>>),
+}
+
+/// Per-connection choices of the caller.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Replaces the TLS context's ALPN list (Istio's `istio.alpn` filter, e.g.
+    /// `istio-http/1.1, istio, http/1.1`). Ignored for plaintext hosts.
+    pub alpn: Option<Vec<Vec<u8>>>,
 }
 
 /// An open upstream connection. Dropping it closes the connection and settles the stats.
@@ -114,20 +135,43 @@ pub async fn connect_host(
     cluster: &Arc<Cluster>,
     host: Arc<Host>,
 ) -> Result<Upstream, ConnectError> {
+    connect_host_with(cluster, host, &ConnectOptions::default()).await
+}
+
+/// Connects to a given host of `cluster`, with per-connection options.
+pub async fn connect_host_with(
+    cluster: &Arc<Cluster>,
+    host: Arc<Host>,
+    options: &ConnectOptions,
+) -> Result<Upstream, ConnectError> {
     let slot = cluster.acquire_connection().ok_or(ConnectError::Overflow)?;
-    if matches!(host.transport, UpstreamTransport::Tls(_)) {
-        cluster.stats.upstream_cx_connect_fail.inc();
-        return Err(ConnectError::TlsUnavailable);
-    }
+    let tls = match host.transport {
+        UpstreamTransport::Tls(_) => match cluster.tls.for_host(&host) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                return Err(ConnectError::TlsUnavailable(e));
+            }
+        },
+        UpstreamTransport::Raw => None,
+    };
     let cfg = &cluster.config;
     let stats = &cluster.stats;
     stats.upstream_cx_total.inc();
     host.cx_total.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        cfg.connect_timeout,
-        open(&host.addr, cfg.source_address, cfg.keepalive),
-    )
+    // As in Envoy, the connect timeout covers the TLS handshake.
+    let result = tokio::time::timeout(cfg.connect_timeout, async {
+        let io = open(&host.addr, cfg.source_address, cfg.keepalive).await?;
+        match tls {
+            None => Ok(io),
+            Some(tls) => tls
+                .connect(io, options.alpn.as_deref())
+                .await
+                .map(|s| UpstreamIo::Tls(Box::new(s)))
+                .map_err(ConnectError::Tls),
+        }
+    })
     .await;
     let io = match result {
         Err(_) => {
@@ -138,6 +182,9 @@ pub async fn connect_host(
         Ok(Err(e)) => {
             if matches!(e, ConnectError::Bind { .. }) {
                 stats.bind_errors.inc();
+            }
+            if let ConnectError::Tls(tls) = &e {
+                tracing::debug!(cluster = cluster.name(), host = %host.addr, "{tls}");
             }
             stats.upstream_cx_connect_fail.inc();
             return Err(e);
@@ -220,6 +267,7 @@ impl AsyncRead for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -233,6 +281,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -240,6 +289,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -247,6 +297,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -258,6 +309,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -265,6 +317,7 @@ impl AsyncWrite for UpstreamIo {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
+            Self::Tls(_) => false,
         }
     }
 }
