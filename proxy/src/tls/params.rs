@@ -258,12 +258,7 @@ mod tests {
     use super::*;
 
     fn params(yaml: &str, side: Side) -> Result<TlsParams, ConfigError> {
-        let p = crate::proto::decode::<TlsParameters>(
-            yaml,
-            crate::proto::Format::Yaml,
-            crate::proto::UnknownFields::Reject,
-        )
-        .unwrap();
+        let p: TlsParameters = crate::proto_test_util::from_yaml(yaml);
         TlsParams::from_proto(Some(&p), side)
     }
 

@@ -135,12 +135,7 @@ mod tests {
     use super::*;
 
     fn ctx(yaml: &str) -> CertificateValidationContext {
-        crate::proto::decode::<CertificateValidationContext>(
-            yaml,
-            crate::proto::Format::Yaml,
-            crate::proto::UnknownFields::Reject,
-        )
-        .unwrap()
+        crate::proto_test_util::from_yaml(yaml)
     }
 
     fn leaf(uris: &[&str], dns: &[&str]) -> Leaf {

@@ -1,1 +1,1 @@
-use super::*;
+#[allow(unused_imports)] use super::*;
