@@ -47,12 +47,23 @@ pub enum NotReady {
 pub enum HandshakeError {
     #[error("TLS context not ready: {0}")]
     NotReady(#[from] NotReady),
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", describe(.0))]
     Tls(rustls::Error),
     #[error("TLS handshake failed: {0}")]
     Io(io::Error),
     #[error("TLS handshake refused: the client sent no SNI and require_sni is set")]
     NoSni,
+}
+
+/// A rustls error in words: our own verification errors travel as `OtherError`, whose
+/// `Display` is its `Debug`.
+fn describe(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        other => other.to_string(),
+    }
 }
 
 // === impl HandshakeError ===

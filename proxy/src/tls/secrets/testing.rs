@@ -119,3 +119,47 @@ pub fn inline(s: &str) -> DataSource {
         ..Default::default()
     }
 }
+
+/// Istio's inbound `DownstreamTlsContext` (`BuildInboundTLS`), secrets over ADS.
+pub const ISTIO_INBOUND: &str = r#"
+common_tls_context:
+  tls_params:
+    tls_minimum_protocol_version: TLSv1_2
+    tls_maximum_protocol_version: TLSv1_3
+    cipher_suites: [ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, AES256-GCM-SHA384, AES128-GCM-SHA256]
+  alpn_protocols: [istio-peer-exchange, h2, http/1.1]
+  tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V3}}]
+  combined_validation_context:
+    default_validation_context: {match_subject_alt_names: [{prefix: "spiffe://cluster.local/"}]}
+    validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}
+require_client_certificate: true
+"#;
+
+/// Istio's ISTIO_MUTUAL `UpstreamTlsContext` for a destination with service account
+/// `server`, secrets over ADS.
+pub fn istio_mutual(expected_san: &str) -> String {
+    format!(
+        r#"
+common_tls_context:
+  tls_params: {{tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}}
+  alpn_protocols: [istio-peer-exchange, istio]
+  tls_certificate_sds_secret_configs: [{{name: default, sds_config: {{ads: {{}}, resource_api_version: V3}}}}]
+  combined_validation_context:
+    default_validation_context: {{match_subject_alt_names: [{{exact: "{expected_san}"}}]}}
+    validation_context_sds_secret_config: {{name: ROOTCA, sds_config: {{ads: {{}}, resource_api_version: V3}}}}
+sni: outbound_.9080_.v1_.productpage.default.svc.cluster.local
+"#
+    )
+}
+
+/// A store holding `default` (a leaf for `spiffe`) and `ROOTCA` (the CA), as SDS delivers them.
+pub fn mesh_store(ca: &Ca, spiffe: &str) -> crate::tls::SecretStore {
+    let store = crate::tls::SecretStore::new();
+    store
+        .apply(&[ca.leaf(spiffe).secret("default"), ca.root_secret("ROOTCA")])
+        .unwrap();
+    store
+}
+
+pub const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/server";
+pub const CLIENT_ID: &str = "spiffe://cluster.local/ns/default/sa/client";
