@@ -146,7 +146,11 @@ pub async fn connect_host_with(
 ) -> Result<Upstream, ConnectError> {
     let slot = cluster.acquire_connection().ok_or(ConnectError::Overflow)?;
     let tls = match host.transport {
-        UpstreamTransport::Tls(_) => match cluster.tls.for_host(&host) {
+        UpstreamTransport::Tls(_) => match cluster
+            .tls
+            .for_host(&host)
+            .and_then(|tls| tls.readiness().map(|()| tls).map_err(Into::into))
+        {
             Ok(tls) => Some(tls),
             Err(e) => {
                 cluster.stats.upstream_cx_connect_fail.inc();
