@@ -107,26 +107,43 @@ pub fn inline(s: &str) -> DataSource {
     }
 }
 
+/// An `SdsSecretConfig` as YAML: over `sds_source` (e.g. `{ads: {}}`), or a bootstrap
+/// secret when `STATIC`.
+fn sds_ref(name: &str, sds_source: &str) -> String {
+    if sds_source == STATIC {
+        format!("{{name: {name}}}")
+    } else {
+        format!("{{name: {name}, sds_config: {sds_source}}}")
+    }
+}
+
+/// `sds_source` for secrets from the bootstrap's `static_resources.secrets`.
+pub const STATIC: &str = "STATIC";
+
 /// Istio's ISTIO_MUTUAL `UpstreamTlsContext` (as in the conformance dump
 /// `describe-http_config.json`), secrets `default` and `ROOTCA` over SDS (`sds_source`
-/// is YAML for the `sds_config`, e.g. `{ads: {}}`), as YAML.
+/// is YAML for the `sds_config`, e.g. `{ads: {}}`, or [`STATIC`]), as YAML.
 pub fn istio_mutual(expected_sans: &[&str], alpn: &[&str], sds_source: &str) -> String {
     let sans: Vec<String> = expected_sans
         .iter()
         .map(|s| format!("{{exact: \"{s}\"}}"))
         .collect();
     format!(
-        "common_tls_context:\n  tls_params: {{tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}}\n  alpn_protocols: [{}]\n  tls_certificate_sds_secret_configs: [{{name: default, sds_config: {sds_source}}}]\n  combined_validation_context:\n    default_validation_context: {{match_subject_alt_names: [{}]}}\n    validation_context_sds_secret_config: {{name: ROOTCA, sds_config: {sds_source}}}\nsni: outbound_.9080_.v1_.productpage.default.svc.cluster.local\n",
+        "common_tls_context:\n  tls_params: {{tls_minimum_protocol_version: TLSv1_2, tls_maximum_protocol_version: TLSv1_3}}\n  alpn_protocols: [{}]\n  tls_certificate_sds_secret_configs: [{}]\n  combined_validation_context:\n    default_validation_context: {{match_subject_alt_names: [{}]}}\n    validation_context_sds_secret_config: {}\nsni: outbound_.9080_.v1_.productpage.default.svc.cluster.local\n",
         alpn.join(", "),
-        sans.join(", ")
+        sds_ref("default", sds_source),
+        sans.join(", "),
+        sds_ref("ROOTCA", sds_source),
     )
 }
 
 /// Istio's inbound `DownstreamTlsContext` (`BuildInboundTLS`), as YAML.
 pub fn istio_inbound(alpn: &[&str], sds_source: &str) -> String {
     format!(
-        "common_tls_context:\n  tls_params:\n    tls_minimum_protocol_version: TLSv1_2\n    tls_maximum_protocol_version: TLSv1_3\n    cipher_suites: [ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, AES256-GCM-SHA384, AES128-GCM-SHA256]\n  alpn_protocols: [{}]\n  tls_certificate_sds_secret_configs: [{{name: default, sds_config: {sds_source}}}]\n  combined_validation_context:\n    default_validation_context: {{match_subject_alt_names: [{{prefix: \"spiffe://cluster.local/\"}}]}}\n    validation_context_sds_secret_config: {{name: ROOTCA, sds_config: {sds_source}}}\nrequire_client_certificate: true\n",
-        alpn.join(", ")
+        "common_tls_context:\n  tls_params:\n    tls_minimum_protocol_version: TLSv1_2\n    tls_maximum_protocol_version: TLSv1_3\n    cipher_suites: [ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES128-GCM-SHA256, AES256-GCM-SHA384, AES128-GCM-SHA256]\n  alpn_protocols: [{}]\n  tls_certificate_sds_secret_configs: [{}]\n  combined_validation_context:\n    default_validation_context: {{match_subject_alt_names: [{{prefix: \"spiffe://cluster.local/\"}}]}}\n    validation_context_sds_secret_config: {}\nrequire_client_certificate: true\n",
+        alpn.join(", "),
+        sds_ref("default", sds_source),
+        sds_ref("ROOTCA", sds_source),
     )
 }
 
