@@ -30,11 +30,18 @@ const ADS: &str = "{ads: {}, resource_api_version: V3}";
 async fn mesh_server(ca: &Ca) -> SocketAddr {
     let store = SecretStore::new();
     store
-        .apply(&[ca.leaf(SERVER_ID).secret("default"), ca.root_secret("ROOTCA")])
+        .apply(&[
+            ca.leaf(SERVER_ID).secret("default"),
+            ca.root_secret("ROOTCA"),
+        ])
         .unwrap();
-    let ctx = decode(&istio_inbound(&["h2", "http/1.1"], ADS), Format::Yaml, UnknownFields::Reject)
-        .unwrap()
-        .message;
+    let ctx = decode(
+        &istio_inbound(&["h2", "http/1.1"], ADS),
+        Format::Yaml,
+        UnknownFields::Reject,
+    )
+    .unwrap()
+    .message;
     let resources = TlsResources {
         secrets: store,
         node: None,
@@ -51,8 +58,16 @@ async fn mesh_server(ca: &Ca) -> SocketAddr {
                 else {
                     return;
                 };
-                let alpn = peer.alpn.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
-                let line = format!("principal={} alpn={alpn}\n", peer.principal().unwrap_or("-"));
+                let alpn = peer
+                    .alpn
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .to_string();
+                let line = format!(
+                    "principal={} alpn={alpn}\n",
+                    peer.principal().unwrap_or("-")
+                );
                 let _ = io.write_all(line.as_bytes()).await;
                 let _ = io.shutdown().await;
             });
@@ -111,13 +126,18 @@ fn tls_socket(ctx: &str, indent_by: usize) -> String {
 fn auto_mtls_matches() -> String {
     format!(
         "transport_socket_matches:\n- name: tlsMode-istio\n  match: {{tlsMode: istio}}\n  transport_socket:\n{}- name: tlsMode-disabled\n  match: {{}}\n  transport_socket: {{name: envoy.transport_sockets.raw_buffer, typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}}}\n",
-        tls_socket(&istio_mutual(&[SERVER_ID], &["istio-peer-exchange", "istio"], ADS), 4)
+        tls_socket(
+            &istio_mutual(&[SERVER_ID], &["istio-peer-exchange", "istio"], ADS),
+            4
+        )
     )
 }
 
 fn manager(store: &SecretStore, yaml: &str) -> (Arc<ClusterManager>, proxy::stats::Store) {
     let stats = proxy::stats::Store::new(None).unwrap();
-    let proto: ClusterProto = decode(yaml, Format::Yaml, UnknownFields::Reject).unwrap().message;
+    let proto: ClusterProto = decode(yaml, Format::Yaml, UnknownFields::Reject)
+        .unwrap()
+        .message;
     let config = ClusterConfig::from_proto(&proto).unwrap();
     let cm = ClusterManager::with_tls(
         stats.clone(),
@@ -133,7 +153,10 @@ fn manager(store: &SecretStore, yaml: &str) -> (Arc<ClusterManager>, proxy::stat
 fn client_store(ca: &Ca) -> SecretStore {
     let store = SecretStore::new();
     store
-        .apply(&[ca.leaf(CLIENT_ID).secret("default"), ca.root_secret("ROOTCA")])
+        .apply(&[
+            ca.leaf(CLIENT_ID).secret("default"),
+            ca.root_secret("ROOTCA"),
+        ])
         .unwrap();
     store
 }
@@ -154,7 +177,14 @@ async fn auto_mtls_picks_tls_per_endpoint() {
     let (legacy, _rx) = legacy_server().await;
     let store = client_store(&ca);
     let name = "outbound|9080||productpage.default.svc.cluster.local";
-    let (cm, _) = manager(&store, &cluster_yaml(name, &[(sidecar, true), (legacy, false)], &auto_mtls_matches()));
+    let (cm, _) = manager(
+        &store,
+        &cluster_yaml(
+            name,
+            &[(sidecar, true), (legacy, false)],
+            &auto_mtls_matches(),
+        ),
+    );
     let cluster = cm.get(name).unwrap();
     assert!(cluster.is_warm());
     let hosts = cluster.hosts().all.clone();
@@ -162,7 +192,10 @@ async fn auto_mtls_picks_tls_per_endpoint() {
     let mut up = connect_host(&cluster, hosts[0].clone()).await.unwrap();
     assert!(matches!(up.io, UpstreamIo::Tls(_)));
     // The server saw our SPIFFE identity; no ALPN in common without the metadata exchange.
-    assert_eq!(first_line(&mut up.io).await, format!("principal={CLIENT_ID} alpn="));
+    assert_eq!(
+        first_line(&mut up.io).await,
+        format!("principal={CLIENT_ID} alpn=")
+    );
 
     let mut plain = connect_host(&cluster, hosts[1].clone()).await.unwrap();
     assert!(matches!(plain.io, UpstreamIo::Tcp(_)));
@@ -170,10 +203,19 @@ async fn auto_mtls_picks_tls_per_endpoint() {
 
     // Istio's istio.alpn override for HTTP/1.1 upstreams.
     let options = ConnectOptions {
-        alpn: Some(vec![b"istio-http/1.1".to_vec(), b"istio".to_vec(), b"http/1.1".to_vec()]),
+        alpn: Some(vec![
+            b"istio-http/1.1".to_vec(),
+            b"istio".to_vec(),
+            b"http/1.1".to_vec(),
+        ]),
     };
-    let mut http = connect_host_with(&cluster, hosts[0].clone(), &options).await.unwrap();
-    assert_eq!(first_line(&mut http.io).await, format!("principal={CLIENT_ID} alpn=http/1.1"));
+    let mut http = connect_host_with(&cluster, hosts[0].clone(), &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        first_line(&mut http.io).await,
+        format!("principal={CLIENT_ID} alpn=http/1.1")
+    );
     assert_eq!(cluster.stats.scope.counter("ssl.handshake").value(), 2);
 }
 
@@ -186,14 +228,20 @@ async fn explicit_tls_overrides_endpoint_metadata_and_never_falls_back() {
         "transport_socket:\n{}",
         tls_socket(&istio_mutual(&[SERVER_ID], &["istio"], ADS), 2)
     );
-    let (cm, _) = manager(&store, &cluster_yaml("dr-istio-mutual", &[(legacy, false)], &transport));
+    let (cm, _) = manager(
+        &store,
+        &cluster_yaml("dr-istio-mutual", &[(legacy, false)], &transport),
+    );
     let cluster = cm.get("dr-istio-mutual").unwrap();
     let host = cluster.hosts().all[0].clone();
     let err = connect_host(&cluster, host).await.unwrap_err();
     assert!(matches!(err, ConnectError::Tls(_)), "{err}");
     assert_eq!(err.response_flag(), "UF");
     assert_eq!(cluster.stats.upstream_cx_connect_fail.value(), 1);
-    assert_eq!(cluster.stats.scope.counter("ssl.connection_error").value(), 1);
+    assert_eq!(
+        cluster.stats.scope.counter("ssl.connection_error").value(),
+        1
+    );
     // What the legacy server received was a TLS ClientHello, not application data.
     let first = rx.recv().await.unwrap();
     assert_eq!(first[0], 0x16, "a TLS handshake record");
@@ -205,10 +253,17 @@ async fn missing_secrets_keep_the_cluster_warming_and_fail_connections() {
     let sidecar = mesh_server(&ca).await;
     let store = SecretStore::new();
     let name = "outbound|9080||reviews.default.svc.cluster.local";
-    let (cm, _) = manager(&store, &cluster_yaml(name, &[(sidecar, true)], &auto_mtls_matches()));
+    let (cm, _) = manager(
+        &store,
+        &cluster_yaml(name, &[(sidecar, true)], &auto_mtls_matches()),
+    );
     let cluster = cm.get(name).unwrap();
     assert!(!cluster.is_warm(), "waits for default and ROOTCA");
-    let wanted: Vec<String> = store.sds_subscriptions().into_iter().map(|s| s.name).collect();
+    let wanted: Vec<String> = store
+        .sds_subscriptions()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(wanted, ["ROOTCA", "default"]);
     let host = cluster.hosts().all[0].clone();
     let err = connect_host(&cluster, host.clone()).await.unwrap_err();
@@ -219,11 +274,17 @@ async fn missing_secrets_keep_the_cluster_warming_and_fail_connections() {
     assert_eq!(cluster.stats.upstream_cx_connect_fail.value(), 1);
     // SDS delivers; the very next connection uses it.
     store
-        .apply(&[ca.leaf(CLIENT_ID).secret("default"), ca.root_secret("ROOTCA")])
+        .apply(&[
+            ca.leaf(CLIENT_ID).secret("default"),
+            ca.root_secret("ROOTCA"),
+        ])
         .unwrap();
     assert!(cluster.is_warm());
     let mut up = connect_host(&cluster, host).await.unwrap();
-    assert_eq!(first_line(&mut up.io).await, format!("principal={CLIENT_ID} alpn="));
+    assert_eq!(
+        first_line(&mut up.io).await,
+        format!("principal={CLIENT_ID} alpn=")
+    );
 }
 
 #[tokio::test]
@@ -231,12 +292,22 @@ async fn a_wrong_server_identity_is_a_connect_failure() {
     let ca = Ca::new("cluster.local");
     let sidecar = mesh_server(&ca).await;
     let store = client_store(&ca);
-    let matches = auto_mtls_matches().replace(SERVER_ID, "spiffe://cluster.local/ns/default/sa/reviews");
+    let matches =
+        auto_mtls_matches().replace(SERVER_ID, "spiffe://cluster.local/ns/default/sa/reviews");
     let (cm, _) = manager(&store, &cluster_yaml("c", &[(sidecar, true)], &matches));
     let cluster = cm.get("c").unwrap();
-    let err = connect_host(&cluster, cluster.hosts().all[0].clone()).await.unwrap_err();
-    assert!(err.to_string().contains("match none of the configured subject_alt_names"), "{err}");
-    assert_eq!(cluster.stats.scope.counter("ssl.fail_verify_san").value(), 1);
+    let err = connect_host(&cluster, cluster.hosts().all[0].clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("match none of the configured subject_alt_names"),
+        "{err}"
+    );
+    assert_eq!(
+        cluster.stats.scope.counter("ssl.fail_verify_san").value(),
+        1
+    );
 }
 
 #[test]
@@ -246,11 +317,16 @@ fn a_bad_upstream_tls_context_is_a_cluster_config_error() {
         &[],
         &format!(
             "transport_socket:\n{}",
-            tls_socket("common_tls_context: {tls_params: {cipher_suites: [NOPE]}}\n", 2)
+            tls_socket(
+                "common_tls_context: {tls_params: {cipher_suites: [NOPE]}}\n",
+                2
+            )
         ),
     )
     .replace("  - lb_endpoints:\n", "");
-    let proto: ClusterProto = decode(&yaml, Format::Yaml, UnknownFields::Reject).unwrap().message;
+    let proto: ClusterProto = decode(&yaml, Format::Yaml, UnknownFields::Reject)
+        .unwrap()
+        .message;
     let err = ClusterConfig::from_proto(&proto).unwrap_err().to_string();
     assert!(
         err.starts_with("cluster \"bad\" transport_socket.typed_config.common_tls_context.tls_params.cipher_suites: unknown cipher suite \"NOPE\""),

@@ -186,7 +186,9 @@ fn our_cluster(
         addr.port(),
         tls_transport("UpstreamTlsContext", &ctx, 0)
     );
-    let proto: ClusterProto = decode(&yaml, Format::Yaml, UnknownFields::Reject).unwrap().message;
+    let proto: ClusterProto = decode(&yaml, Format::Yaml, UnknownFields::Reject)
+        .unwrap()
+        .message;
     let cm = ClusterManager::with_tls(
         proxy::stats::Store::new(None).unwrap(),
         TlsResources {
@@ -194,7 +196,8 @@ fn our_cluster(
             node: node.map(Arc::new),
         },
     );
-    cm.add_static(vec![ClusterConfig::from_proto(&proto).unwrap()]).unwrap();
+    cm.add_static(vec![ClusterConfig::from_proto(&proto).unwrap()])
+        .unwrap();
     cm.get("envoy-server").unwrap()
 }
 
@@ -248,7 +251,8 @@ async fn envoy_server_ours_client() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("cluster.local");
     let app = echo_app().await;
-    let envoy = e2e::EnvoyProcess::start(&bin, &envoy_server_bootstrap(dir.path(), &ca, app), &[]).unwrap();
+    let envoy =
+        e2e::EnvoyProcess::start(&bin, &envoy_server_bootstrap(dir.path(), &ca, app), &[]).unwrap();
     let tcp = listener_addr(&envoy, "tcp");
     let http = listener_addr(&envoy, "http");
 
@@ -274,10 +278,23 @@ async fn envoy_server_ours_client() {
     assert_eq!(counter(&envoy, "tcp.rbac.denied"), 1);
 
     // A wrong expected server identity: we refuse Envoy's certificate.
-    let e = connect(&our_cluster(&ours, None, tcp, "spiffe://cluster.local/ns/default/sa/other", false), None)
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("match none of the configured subject_alt_names"), "{e}");
+    let e = connect(
+        &our_cluster(
+            &ours,
+            None,
+            tcp,
+            "spiffe://cluster.local/ns/default/sa/other",
+            false,
+        ),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("match none of the configured subject_alt_names"),
+        "{e}"
+    );
 
     // A client certificate from another CA: Envoy refuses it (in TLS 1.3 the refusal
     // arrives after our side finished, as an alert on the first read).
@@ -290,31 +307,53 @@ async fn envoy_server_ours_client() {
     // has had connections so far.
     let ssl = "listener.127.0.0.1_0.ssl";
     assert_eq!(counter(&envoy, &format!("{ssl}.fail_verify_error")), 1);
-    assert_eq!(counter(&envoy, &format!("{ssl}.handshake")), 2, "ours and the intruder");
+    assert_eq!(
+        counter(&envoy, &format!("{ssl}.handshake")),
+        2,
+        "ours and the intruder"
+    );
 
     // HTTP with istiod's ALPN overrides: Envoy picks http/1.1 or h2, and its
     // %DOWNSTREAM_PEER_URI_SAN% is our SPIFFE ID.
     let cluster = our_cluster(&ours, None, http, ENVOY_ID, false);
-    let mut io = connect(&cluster, Some(&["istio-http/1.1", "istio", "http/1.1"])).await.unwrap();
+    let mut io = connect(&cluster, Some(&["istio-http/1.1", "istio", "http/1.1"]))
+        .await
+        .unwrap();
     assert_eq!(negotiated(&io).as_deref(), Some("http/1.1"));
-    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    io.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let response = String::from_utf8(read_all(&mut io).await).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains(&format!("x-peer: {OUR_ID}")), "{response}");
+    assert!(
+        response.contains(&format!("x-peer: {OUR_ID}")),
+        "{response}"
+    );
     assert!(response.contains("x-proto: HTTP/1.1"), "{response}");
-    let io = connect(&cluster, Some(&["istio-h2", "istio", "h2"])).await.unwrap();
+    let io = connect(&cluster, Some(&["istio-h2", "istio", "h2"]))
+        .await
+        .unwrap();
     assert_eq!(negotiated(&io).as_deref(), Some("h2"));
 
     // With the metadata exchange on, Envoy (without Istio's filter) negotiates
     // istio-peer-exchange and sends no frame: its bytes pass through untouched. (Envoy
     // forwards our frame to the app as data: that is why we offer the ALPN only where the
     // cluster runs Istio's exchange filter, which a real Istio peer always has.)
-    let node = LocalNode::from_parts("sidecar~127.0.0.1~ours.default~default.svc.cluster.local".into(), Default::default());
-    let mut io = connect(&our_cluster(&ours, Some(node), tcp, ENVOY_ID, true), None).await.unwrap();
+    let node = LocalNode::from_parts(
+        "sidecar~127.0.0.1~ours.default~default.svc.cluster.local".into(),
+        Default::default(),
+    );
+    let mut io = connect(&our_cluster(&ours, Some(node), tcp, ENVOY_ID, true), None)
+        .await
+        .unwrap();
     assert_eq!(negotiated(&io).as_deref(), Some("istio-peer-exchange"));
     let reply = ping(&mut io).await;
     assert!(reply.starts_with(b"echo:"), "{reply:?}");
-    assert_eq!(reply[5..9], 0x3D23_0467u32.to_be_bytes(), "the app got our frame as data");
+    assert_eq!(
+        reply[5..9],
+        0x3D23_0467u32.to_be_bytes(),
+        "the app got our frame as data"
+    );
 }
 
 // --- Envoy as the client ------------------------------------------------------------------
@@ -356,8 +395,16 @@ async fn our_server(
                     Ok((mut io, peer)) => {
                         let mut buf = [0u8; 4096];
                         let _ = io.read(&mut buf).await;
-                        let alpn = peer.alpn.as_deref().map(String::from_utf8_lossy).unwrap_or_default().to_string();
-                        let body = format!("principal={} alpn={alpn}\n", peer.principal().unwrap_or("-"));
+                        let alpn = peer
+                            .alpn
+                            .as_deref()
+                            .map(String::from_utf8_lossy)
+                            .unwrap_or_default()
+                            .to_string();
+                        let body = format!(
+                            "principal={} alpn={alpn}\n",
+                            peer.principal().unwrap_or("-")
+                        );
                         let response = format!(
                             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                             body.len()
@@ -379,8 +426,10 @@ fn envoy_client_bootstrap(dir: &Path, ca: &Ca, foreign: &Ca, server: SocketAddr)
             .replace("{name: default}", &format!("{{name: {prefix}default}}"))
             .replace("{name: ROOTCA}", &format!("{{name: {prefix}ROOTCA}}"))
     };
-    let no_cert = istio_mutual(&[OUR_ID], &["istio"], STATIC)
-        .replace("  tls_certificate_sds_secret_configs: [{name: default}]\n", "");
+    let no_cert = istio_mutual(&[OUR_ID], &["istio"], STATIC).replace(
+        "  tls_certificate_sds_secret_configs: [{name: default}]\n",
+        "",
+    );
     let cluster = |name: &str, ctx: &str| {
         format!(
             "  - name: {name}\n    type: STATIC\n    connect_timeout: 5s\n    load_assignment:\n      cluster_name: {name}\n      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}}}]}}]\n{}",
@@ -415,7 +464,10 @@ fn envoy_client_bootstrap(dir: &Path, ca: &Ca, foreign: &Ca, server: SocketAddr)
         good = secrets_yaml(dir, ca, ca, ENVOY_ID, ""),
         bad = secrets_yaml(dir, ca, foreign, ENVOY_ID, "foreign-"),
         c_good = cluster("ours", &mutual("", &["istio-peer-exchange", "istio"])),
-        c_http = cluster("ours-http", &mutual("", &["istio-http/1.1", "istio", "http/1.1"])),
+        c_http = cluster(
+            "ours-http",
+            &mutual("", &["istio-http/1.1", "istio", "http/1.1"])
+        ),
         c_foreign = cluster("ours-foreign", &mutual("foreign-", &["istio"])),
         c_nocert = cluster("ours-nocert", &no_cert),
         l_good = tcp_listener("tcp", "ours"),
@@ -427,7 +479,9 @@ fn envoy_client_bootstrap(dir: &Path, ca: &Ca, foreign: &Ca, server: SocketAddr)
 /// Sends a line through Envoy's plaintext listener and returns what came back.
 async fn through(addr: SocketAddr) -> String {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
@@ -448,7 +502,10 @@ async fn envoy_client_ours_server() {
     // listener advertises no istio-peer-exchange (no exchange configured on it), so no ALPN
     // is negotiated with Envoy's [istio-peer-exchange, istio].
     let reply = through(listener_addr(&envoy, "tcp")).await;
-    assert!(reply.ends_with(&format!("principal={ENVOY_ID} alpn=\n")), "{reply}");
+    assert!(
+        reply.ends_with(&format!("principal={ENVOY_ID} alpn=\n")),
+        "{reply}"
+    );
     let peer = outcomes.recv().await.unwrap().unwrap();
     assert_eq!(peer.principal(), Some(ENVOY_ID));
     assert_eq!(peer.version, "TLSv1.3");
@@ -463,7 +520,10 @@ async fn envoy_client_ours_server() {
     .unwrap();
     assert_eq!(status, 200);
     assert_eq!(body, format!("principal={ENVOY_ID} alpn=http/1.1\n"));
-    assert_eq!(outcomes.recv().await.unwrap().unwrap().alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(
+        outcomes.recv().await.unwrap().unwrap().alpn.as_deref(),
+        Some(&b"http/1.1"[..])
+    );
 
     // Envoy with a certificate from another CA: refused.
     let reply = through(listener_addr(&envoy, "tcp-foreign")).await;
@@ -475,11 +535,16 @@ async fn envoy_client_ours_server() {
     let reply = through(listener_addr(&envoy, "tcp-nocert")).await;
     assert!(!reply.contains("principal="), "{reply}");
     let e = outcomes.recv().await.unwrap().unwrap_err();
-    assert!(e.contains("NoCertificatesPresented") || e.contains("no certificates"), "{e}");
+    assert!(
+        e.contains("NoCertificatesPresented") || e.contains("no certificates"),
+        "{e}"
+    );
 
     // Plaintext straight to our server: refused.
     let mut tcp = tokio::net::TcpStream::connect(server).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut out)).await;
     assert!(!String::from_utf8_lossy(&out).contains("principal="));

@@ -188,7 +188,10 @@ mod tests {
         let leaf = ca.leaf("spiffe://cluster.local/ns/default/sa/client");
         let der = leaf.der();
         let peer = peer_certificate(&der).unwrap();
-        assert_eq!(peer.uri_sans, ["spiffe://cluster.local/ns/default/sa/client"]);
+        assert_eq!(
+            peer.uri_sans,
+            ["spiffe://cluster.local/ns/default/sa/client"]
+        );
         assert_eq!(peer.subject, "O=cluster.local");
         assert_eq!(peer.sha256_hex.len(), 64);
         assert_eq!(peer.sha256_hex, sha256_hex(&der));

@@ -6,11 +6,11 @@ use crate::config::cluster::{ClusterConfig, UpstreamTransport};
 use crate::stats::Scope;
 use crate::upstream::host::Host;
 
+use super::TlsResources;
 use super::common::{NotReady, SecretRef};
 use super::peer_exchange::cluster_runs_exchange;
 use super::stats::SslStats;
 use super::upstream::UpstreamTls;
-use super::TlsResources;
 
 /// A connector, or why the context could not be bound (kept so connections to hosts that
 /// need it fail with the reason instead of going out in plaintext).
@@ -68,7 +68,9 @@ impl ClusterTls {
             matches: config
                 .transport_socket_matches
                 .iter()
-                .filter_map(|m| build(&m.transport).map(|s| (m.name.clone(), m.transport.clone(), s)))
+                .filter_map(|m| {
+                    build(&m.transport).map(|s| (m.name.clone(), m.transport.clone(), s))
+                })
                 .collect(),
         }
     }
@@ -100,7 +102,9 @@ impl ClusterTls {
     }
 
     fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.default.iter().chain(self.matches.iter().map(|(_, _, s)| s))
+        self.default
+            .iter()
+            .chain(self.matches.iter().map(|(_, _, s)| s))
     }
 
     /// Whether every TLS transport has its secrets (Envoy keeps such a cluster warming).

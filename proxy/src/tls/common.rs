@@ -75,7 +75,10 @@ impl HandshakeError {
             .get_ref()
             .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
         if is_tls {
-            if let Some(tls) = e.into_inner().and_then(|i| i.downcast::<rustls::Error>().ok()) {
+            if let Some(tls) = e
+                .into_inner()
+                .and_then(|i| i.downcast::<rustls::Error>().ok())
+            {
                 return Self::Tls(*tls);
             }
             return Self::Io(io::Error::other("TLS error"));
@@ -87,7 +90,9 @@ impl HandshakeError {
     pub fn is_verify_failure(&self) -> bool {
         matches!(
             self,
-            Self::Tls(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+            Self::Tls(
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
         )
     }
 }
@@ -95,17 +100,18 @@ impl HandshakeError {
 /// A certificate a context presents.
 #[derive(Debug, Clone)]
 pub enum CertRef {
-    Inline(Arc<CertificateSecret>, Option<TlsCertificate>),
-    Sds(SdsSecretConfig),
+    /// Parsed at config time; with the proto when it names files, to watch them.
+    Inline(Arc<CertificateSecret>, Option<Box<TlsCertificate>>),
+    Sds(Box<SdsSecretConfig>),
 }
 
 /// Where a context's validation context comes from.
 #[derive(Debug, Clone)]
 pub enum ValidationRef {
-    Inline(CertificateValidationContext),
+    Inline(Box<CertificateValidationContext>),
     Sds(SdsSecretConfig),
     Combined {
-        default: CertificateValidationContext,
+        default: Box<CertificateValidationContext>,
         sds: SdsSecretConfig,
     },
 }
@@ -125,9 +131,8 @@ impl CommonConfig {
     /// Validates every field; inline certificates are parsed now, so a bad one is a config
     /// error rather than a failing handshake.
     pub fn from_proto(proto: &CommonTlsContext, side: Side) -> Result<Self, ConfigError> {
-        let unsupported = |field: &str| {
-            Err(ConfigError::new("is not supported").at(field.to_string()))
-        };
+        let unsupported =
+            |field: &str| Err(ConfigError::new("is not supported").at(field.to_string()));
         if proto.custom_handshaker.is_some() {
             return unsupported("custom_handshaker");
         }
@@ -142,30 +147,36 @@ impl CommonConfig {
         }
         #[allow(deprecated)]
         if proto.tls_certificate_certificate_provider.is_some()
-            || proto.tls_certificate_certificate_provider_instance.is_some()
+            || proto
+                .tls_certificate_certificate_provider_instance
+                .is_some()
         {
             return unsupported("tls_certificate_certificate_provider");
         }
         let params = TlsParams::from_proto(proto.tls_params.as_ref(), side)?;
         let mut certs = Vec::new();
         for (i, c) in proto.tls_certificates.iter().enumerate() {
-            let parsed = material::certificate(c)
-                .map_err(|e| ConfigError::new(e.to_string()).at(format!("tls_certificates[{i}]")))?;
+            let parsed = material::certificate(c).map_err(|e| {
+                ConfigError::new(e.to_string()).at(format!("tls_certificates[{i}]"))
+            })?;
             let files = !material::files_of_certificate(c).is_empty();
-            certs.push(CertRef::Inline(Arc::new(parsed), files.then(|| c.clone())));
+            certs.push(CertRef::Inline(
+                Arc::new(parsed),
+                files.then(|| Box::new(c.clone())),
+            ));
         }
         for (i, s) in proto.tls_certificate_sds_secret_configs.iter().enumerate() {
             if s.name.is_empty() {
                 return Err(ConfigError::new("name is required")
                     .at(format!("tls_certificate_sds_secret_configs[{i}].name")));
             }
-            certs.push(CertRef::Sds(s.clone()));
+            certs.push(CertRef::Sds(Box::new(s.clone())));
         }
         if side == Side::Client && certs.len() > 1 {
-            return Err(ConfigError::new(
-                "an upstream context can present only one certificate",
-            )
-            .at("tls_certificates"));
+            return Err(
+                ConfigError::new("an upstream context can present only one certificate")
+                    .at("tls_certificates"),
+            );
         }
         let validation = validation_ref(proto.validation_context_type.as_ref())?;
         let alpn = proto
@@ -174,7 +185,9 @@ impl CommonConfig {
             .map(|p| p.as_bytes().to_vec())
             .collect::<Vec<_>>();
         if alpn.iter().any(|p| p.is_empty() || p.len() > 255) {
-            return Err(ConfigError::new("protocol names must be 1 to 255 bytes").at("alpn_protocols"));
+            return Err(
+                ConfigError::new("protocol names must be 1 to 255 bytes").at("alpn_protocols")
+            );
         }
         Ok(Self {
             certs,
@@ -198,9 +211,10 @@ impl CommonConfig {
                 CertRef::Inline(..) => None,
             })
             .collect();
-        match &self.validation {
-            Some(ValidationRef::Sds(s) | ValidationRef::Combined { sds: s, .. }) => out.push(sds(s)),
-            _ => {}
+        if let Some(ValidationRef::Sds(s) | ValidationRef::Combined { sds: s, .. }) =
+            &self.validation
+        {
+            out.push(sds(s));
         }
         out
     }
@@ -220,7 +234,7 @@ fn validation_ref(v: Option<&ValidationContextType>) -> Result<Option<Validation
             // Checks the fields and that trusted_ca parses.
             material::validation(ctx)
                 .map_err(|e| ConfigError::new(e.to_string()).at("validation_context"))?;
-            Some(ValidationRef::Inline(ctx.clone()))
+            Some(ValidationRef::Inline(Box::new(ctx.clone())))
         }
         Some(ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
             check_sds(s, "validation_context_sds_secret_config")?;
@@ -230,12 +244,21 @@ fn validation_ref(v: Option<&ValidationContextType>) -> Result<Option<Validation
             let default = c.default_validation_context.clone().unwrap_or_default();
             super::verify::check_fields(&default)
                 .at("combined_validation_context.default_validation_context")?;
-            let sds = c.validation_context_sds_secret_config.clone().ok_or_else(|| {
-                ConfigError::new("is required")
-                    .at("combined_validation_context.validation_context_sds_secret_config")
-            })?;
-            check_sds(&sds, "combined_validation_context.validation_context_sds_secret_config")?;
-            Some(ValidationRef::Combined { default, sds })
+            let sds = c
+                .validation_context_sds_secret_config
+                .clone()
+                .ok_or_else(|| {
+                    ConfigError::new("is required")
+                        .at("combined_validation_context.validation_context_sds_secret_config")
+                })?;
+            check_sds(
+                &sds,
+                "combined_validation_context.validation_context_sds_secret_config",
+            )?;
+            Some(ValidationRef::Combined {
+                default: Box::new(default),
+                sds,
+            })
         }
         #[allow(deprecated)]
         Some(_) => {
@@ -249,7 +272,10 @@ fn validation_ref(v: Option<&ValidationContextType>) -> Result<Option<Validation
 #[derive(Debug)]
 enum Input {
     Fixed(Arc<SecretValue>),
-    Watched { name: String, rx: watch::Receiver<SecretSlot> },
+    Watched {
+        name: String,
+        rx: watch::Receiver<SecretSlot>,
+    },
 }
 
 // === impl Input ===
@@ -258,7 +284,10 @@ impl Input {
     fn current(&self) -> Result<Arc<SecretValue>, NotReady> {
         match self {
             Self::Fixed(v) => Ok(v.clone()),
-            Self::Watched { name, rx } => rx.borrow().clone().ok_or_else(|| NotReady::Missing(name.clone())),
+            Self::Watched { name, rx } => rx
+                .borrow()
+                .clone()
+                .ok_or_else(|| NotReady::Missing(name.clone())),
         }
     }
 
@@ -286,7 +315,11 @@ pub struct Inputs {
 impl Inputs {
     fn same_as(&self, other: &[Arc<SecretValue>]) -> bool {
         self.values.len() == other.len()
-            && self.values.iter().zip(other).all(|(a, b)| Arc::ptr_eq(a, b))
+            && self
+                .values
+                .iter()
+                .zip(other)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 }
 
@@ -314,15 +347,25 @@ impl<T> Bound<T> {
         let mut certs = Vec::new();
         for (i, c) in config.certs.iter().enumerate() {
             certs.push(match c {
-                CertRef::Inline(parsed, None) => Input::Fixed(Arc::new(SecretValue::Certificate(parsed.clone()))),
+                CertRef::Inline(parsed, None) => {
+                    Input::Fixed(Arc::new(SecretValue::Certificate(parsed.clone())))
+                }
                 CertRef::Inline(_, Some(files)) => {
-                    let name = format!("inline:{}", super::cert::sha256_hex(&prost::Message::encode_to_vec(files)));
-                    let rx = store.watch_files(name.clone(), super::secrets::files::Spec::Certificate(files.clone()));
+                    let name = format!(
+                        "inline:{}",
+                        super::cert::sha256_hex(&prost::Message::encode_to_vec(files))
+                    );
+                    let rx = store.watch_files(
+                        name.clone(),
+                        super::secrets::files::Spec::Certificate((**files).clone()),
+                    );
                     Input::Watched { name, rx }
                 }
                 CertRef::Sds(s) => Input::Watched {
                     name: s.name.clone(),
-                    rx: store.watch(s).at(format!("tls_certificate_sds_secret_configs[{i}]"))?,
+                    rx: store
+                        .watch(s)
+                        .at(format!("tls_certificate_sds_secret_configs[{i}]"))?,
                 },
             });
         }
@@ -330,11 +373,18 @@ impl<T> Bound<T> {
             None => None,
             Some(ValidationRef::Inline(ctx)) => {
                 let input = if material::files_of_validation(ctx).is_empty() {
-                    let parsed = material::validation(ctx).map_err(|e| ConfigError::new(e.to_string()))?;
+                    let parsed =
+                        material::validation(ctx).map_err(|e| ConfigError::new(e.to_string()))?;
                     Input::Fixed(Arc::new(SecretValue::Validation(Arc::new(parsed))))
                 } else {
-                    let name = format!("inline:{}", super::cert::sha256_hex(&prost::Message::encode_to_vec(ctx)));
-                    let rx = store.watch_files(name.clone(), super::secrets::files::Spec::Validation(ctx.clone()));
+                    let name = format!(
+                        "inline:{}",
+                        super::cert::sha256_hex(&prost::Message::encode_to_vec(ctx))
+                    );
+                    let rx = store.watch_files(
+                        name.clone(),
+                        super::secrets::files::Spec::Validation((**ctx).clone()),
+                    );
                     Input::Watched { name, rx }
                 };
                 Some((None, input))
@@ -398,10 +448,14 @@ impl<T> Bound<T> {
                     });
                 };
                 let (ctx, roots) = match default {
-                    Some(d) if dynamic.roots.is_empty() => {
-                        (super::verify::merge(&d.context, &dynamic.context), d.roots.clone())
-                    }
-                    Some(d) => (super::verify::merge(&d.context, &dynamic.context), dynamic.roots.clone()),
+                    Some(d) if dynamic.roots.is_empty() => (
+                        super::verify::merge(&d.context, &dynamic.context),
+                        d.roots.clone(),
+                    ),
+                    Some(d) => (
+                        super::verify::merge(&d.context, &dynamic.context),
+                        dynamic.roots.clone(),
+                    ),
                     None => (dynamic.context.clone(), dynamic.roots.clone()),
                 };
                 Some((ctx, roots))
@@ -421,7 +475,10 @@ impl<T> Bound<T> {
 
     /// The config for the current secrets: cached while no secret of the store changes,
     /// rebuilt by `build` when one of ours did.
-    pub fn get(&self, build: impl FnOnce(&Inputs) -> Result<T, NotReady>) -> Result<Arc<T>, NotReady> {
+    pub fn get(
+        &self,
+        build: impl FnOnce(&Inputs) -> Result<T, NotReady>,
+    ) -> Result<Arc<T>, NotReady> {
         let generation = self.store.generation();
         let cached = self.cache.load();
         if let Some(b) = cached.as_deref()

@@ -224,7 +224,10 @@ impl DownstreamTls {
         let result = self.handshake(io).await;
         if let (Err(e), Some(stats)) = (&result, &self.inner.stats) {
             stats.connection_error.inc();
-            if matches!(e, HandshakeError::Tls(rustls::Error::NoCertificatesPresented)) {
+            if matches!(
+                e,
+                HandshakeError::Tls(rustls::Error::NoCertificatesPresented)
+            ) {
                 stats.fail_verify_no_cert.inc();
             }
         }
@@ -236,7 +239,8 @@ impl DownstreamTls {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let configs = self.configs()?;
-        let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
         let start = acceptor.await.map_err(HandshakeError::from_io)?;
         let hello = start.client_hello();
         if self.inner.config.require_sni && hello.server_name().is_none() {
@@ -282,8 +286,9 @@ fn build(inner: &Inner, inputs: &Inputs) -> Result<ServerConfigs, NotReady> {
         Some((ctx, roots)) => {
             let mut validation = Validation::new(ctx, roots).map_err(|e| invalid(e.to_string()))?;
             validation.stats = inner.stats.clone();
-            let verifier = ClientVerifier::new(Arc::new(validation), config.require_client_certificate)
-                .map_err(|e| invalid(e.to_string()))?;
+            let verifier =
+                ClientVerifier::new(Arc::new(validation), config.require_client_certificate)
+                    .map_err(|e| invalid(e.to_string()))?;
             builder.with_client_cert_verifier(Arc::new(verifier))
         }
         None => builder.with_no_client_auth(),
@@ -311,7 +316,10 @@ fn build(inner: &Inner, inputs: &Inputs) -> Result<ServerConfigs, NotReady> {
 
 /// The negotiated session as filters see it. The peer certificate is present only when we
 /// asked for one and it verified (rustls fails the handshake otherwise).
-fn peer_tls(conn: &rustls::ServerConnection, local_uri_sans: &[String]) -> Result<PeerTls, HandshakeError> {
+fn peer_tls(
+    conn: &rustls::ServerConnection,
+    local_uri_sans: &[String],
+) -> Result<PeerTls, HandshakeError> {
     let peer_certificate = match conn.peer_certificates().and_then(|c| c.first()) {
         Some(der) => Some(cert::peer_certificate(der).map_err(|e| {
             HandshakeError::Tls(rustls::Error::General(format!("peer certificate: {e}")))

@@ -33,19 +33,46 @@ pub struct TlsParams {
 
 /// (Envoy name, rustls suite) for the TLS 1.2 suites rustls implements.
 const TLS12_SUITES: &[(&str, CipherSuite)] = &[
-    ("ECDHE-ECDSA-AES128-GCM-SHA256", CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
-    ("ECDHE-ECDSA-AES256-GCM-SHA384", CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
-    ("ECDHE-ECDSA-CHACHA20-POLY1305", CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-    ("ECDHE-RSA-AES128-GCM-SHA256", CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
-    ("ECDHE-RSA-AES256-GCM-SHA384", CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384),
-    ("ECDHE-RSA-CHACHA20-POLY1305", CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256),
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
 ];
 
 /// TLS 1.3 suite names as Envoy reports them.
 const TLS13_SUITES: &[(&str, CipherSuite)] = &[
-    ("TLS_AES_128_GCM_SHA256", CipherSuite::TLS13_AES_128_GCM_SHA256),
-    ("TLS_AES_256_GCM_SHA384", CipherSuite::TLS13_AES_256_GCM_SHA384),
-    ("TLS_CHACHA20_POLY1305_SHA256", CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+    (
+        "TLS_AES_128_GCM_SHA256",
+        CipherSuite::TLS13_AES_128_GCM_SHA256,
+    ),
+    (
+        "TLS_AES_256_GCM_SHA384",
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+    ),
+    (
+        "TLS_CHACHA20_POLY1305_SHA256",
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+    ),
 ];
 
 /// BoringSSL suites that Envoy accepts and rustls does not implement (no forward secrecy,
@@ -134,19 +161,35 @@ fn versions(
             Ok(TlsProtocol::TlsAuto) => Ok(default),
             Ok(TlsProtocol::TlSv12) => Ok(2),
             Ok(TlsProtocol::TlSv13) => Ok(3),
-            Ok(old @ (TlsProtocol::TlSv10 | TlsProtocol::TlSv11)) => Err(ConfigError::new(format!(
-                "{} is not supported; rustls implements TLSv1_2 and TLSv1_3 only",
-                old.as_str_name()
-            ))
-            .at(field.to_string())),
-            Err(_) => Err(ConfigError::new(format!("unknown TLS version {v}")).at(field.to_string())),
+            Ok(old @ (TlsProtocol::TlSv10 | TlsProtocol::TlSv11)) => {
+                Err(ConfigError::new(format!(
+                    "{} is not supported; rustls implements TLSv1_2 and TLSv1_3 only",
+                    old.as_str_name()
+                ))
+                .at(field.to_string()))
+            }
+            Err(_) => {
+                Err(ConfigError::new(format!("unknown TLS version {v}")).at(field.to_string()))
+            }
         }
     };
-    let min = level(p.tls_minimum_protocol_version, "tls_minimum_protocol_version", 2)?;
+    let min = level(
+        p.tls_minimum_protocol_version,
+        "tls_minimum_protocol_version",
+        2,
+    )?;
     let max_default = if side == Side::Client { 2 } else { 3 };
-    let max = level(p.tls_maximum_protocol_version, "tls_maximum_protocol_version", max_default)?;
+    let max = level(
+        p.tls_maximum_protocol_version,
+        "tls_maximum_protocol_version",
+        max_default,
+    )?;
     // A client whose only bound is a TLSv1_3 minimum means 1.3.
-    let max = max.max(if p.tls_maximum_protocol_version == 0 { min } else { 0 });
+    let max = max.max(if p.tls_maximum_protocol_version == 0 {
+        min
+    } else {
+        0
+    });
     if min > max {
         return Err(ConfigError::new(
             "tls_minimum_protocol_version is above tls_maximum_protocol_version",
@@ -180,14 +223,16 @@ fn suites(
     for entry in names {
         for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
             if let Some((_, id)) = TLS12_SUITES.iter().find(|(n, _)| *n == name) {
-                if let Some(s) = base.cipher_suites.iter().find(|s| s.suite() == *id) {
-                    if !out.iter().any(|o| o.suite() == *id) {
-                        out.push(*s);
-                        tls12_count += 1;
-                    }
+                if let Some(s) = base.cipher_suites.iter().find(|s| s.suite() == *id)
+                    && !out.iter().any(|o| o.suite() == *id)
+                {
+                    out.push(*s);
+                    tls12_count += 1;
                 }
             } else if BORINGSSL_ONLY.contains(&name) {
-                tracing::debug!("tls_params.cipher_suites: {name} is not implemented by rustls; skipped");
+                tracing::debug!(
+                    "tls_params.cipher_suites: {name} is not implemented by rustls; skipped"
+                );
             } else {
                 return Err(ConfigError::new(format!(
                     "unknown cipher suite {name:?}; supported: {}",
@@ -315,10 +360,19 @@ mod tests {
                 .contains("none of [\"AES128-SHA\"] is implemented by rustls")
         );
         // Only TLS 1.3 enabled: the TLS 1.2 list does not matter.
-        assert!(params("tls_minimum_protocol_version: TLSv1_3\ncipher_suites: [AES128-SHA]", Side::Server).is_ok());
+        assert!(
+            params(
+                "tls_minimum_protocol_version: TLSv1_3\ncipher_suites: [AES128-SHA]",
+                Side::Server
+            )
+            .is_ok()
+        );
         assert!(err("ecdh_curves: [P-521]").contains("none of [\"P-521\"] is implemented"));
         assert!(err("ecdh_curves: [brainpool]").contains("unknown curve"));
-        assert!(err("signature_algorithms: [ecdsa_secp256r1_sha256]").starts_with("tls_params.signature_algorithms"));
+        assert!(
+            err("signature_algorithms: [ecdsa_secp256r1_sha256]")
+                .starts_with("tls_params.signature_algorithms")
+        );
         assert!(
             err("tls_minimum_protocol_version: TLSv1_3\ntls_maximum_protocol_version: TLSv1_2")
                 .contains("above")
@@ -327,7 +381,18 @@ mod tests {
 
     #[test]
     fn bracketed_groups_are_split() {
-        let p = params("cipher_suites: [\"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]\"]", Side::Server).unwrap();
-        assert_eq!(p.provider.cipher_suites.iter().filter(|s| s.tls13().is_none()).count(), 2);
+        let p = params(
+            "cipher_suites: [\"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]\"]",
+            Side::Server,
+        )
+        .unwrap();
+        assert_eq!(
+            p.provider
+                .cipher_suites
+                .iter()
+                .filter(|s| s.tls13().is_none())
+                .count(),
+            2
+        );
     }
 }

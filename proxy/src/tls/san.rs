@@ -5,7 +5,9 @@
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, SubjectAltNameMatcher, subject_alt_name_matcher::SanType,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher as StringMatcherProto, string_matcher::MatchPattern};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    StringMatcher as StringMatcherProto, string_matcher::MatchPattern,
+};
 
 use super::cert::Leaf;
 use crate::config::{ConfigError, Context};
@@ -102,10 +104,10 @@ fn typed(m: &SubjectAltNameMatcher) -> Result<SanMatcher, ConfigError> {
             return Err(ConfigError::new("OTHER_NAME SAN matching is not supported").at("san_type"));
         }
         Ok(SanType::Unspecified) | Err(_) => {
-            return Err(ConfigError::new(
-                "san_type must be one of DNS, URI, EMAIL, IP_ADDRESS",
-            )
-            .at("san_type"));
+            return Err(
+                ConfigError::new("san_type must be one of DNS, URI, EMAIL, IP_ADDRESS")
+                    .at("san_type"),
+            );
         }
     };
     let proto = m
@@ -154,12 +156,16 @@ mod tests {
             "match_subject_alt_names: [{exact: spiffe://cluster.local/ns/default/sa/bookinfo-productpage}, {exact: spiffe://cluster.local/ns/default/sa/default}]",
         ))
         .unwrap();
-        assert!(client.allows(&leaf(&["spiffe://cluster.local/ns/default/sa/default"], &[])));
+        assert!(client.allows(&leaf(
+            &["spiffe://cluster.local/ns/default/sa/default"],
+            &[]
+        )));
         assert!(!client.allows(&leaf(&["spiffe://cluster.local/ns/other/sa/default"], &[])));
         assert!(!client.allows(&leaf(&[], &[])));
-        let server =
-            SanMatchers::new(&ctx("match_subject_alt_names: [{prefix: \"spiffe://cluster.local/\"}]"))
-                .unwrap();
+        let server = SanMatchers::new(&ctx(
+            "match_subject_alt_names: [{prefix: \"spiffe://cluster.local/\"}]",
+        ))
+        .unwrap();
         assert!(server.allows(&leaf(&["spiffe://cluster.local/ns/a/sa/b"], &[])));
         assert!(!server.allows(&leaf(&["spiffe://evil.local/ns/a/sa/b"], &[])));
     }

@@ -65,8 +65,11 @@ struct Inner {
 #[derive(Debug)]
 struct ClientConfigs {
     base: Arc<ClientConfig>,
-    overrides: Mutex<Vec<(Vec<Vec<u8>>, Arc<ClientConfig>)>>,
+    overrides: Mutex<Vec<AlpnConfig>>,
 }
+
+/// A config variant for one ALPN list.
+type AlpnConfig = (Vec<Vec<u8>>, Arc<ClientConfig>);
 
 /// Presents our certificate when the server asks.
 #[derive(Debug)]
@@ -148,22 +151,28 @@ impl UpstreamTlsConfig {
             })?)
         };
         if proto.allow_renegotiation {
-            return Err(ConfigError::new("renegotiation is not supported").at("allow_renegotiation"));
+            return Err(
+                ConfigError::new("renegotiation is not supported").at("allow_renegotiation")
+            );
         }
         if proto.auto_host_sni || proto.auto_sni_san_validation {
-            return Err(ConfigError::new(
-                "SNI from the request's host is not supported yet",
-            )
-            .at(if proto.auto_host_sni {
-                "auto_host_sni"
-            } else {
-                "auto_sni_san_validation"
-            }));
+            return Err(
+                ConfigError::new("SNI from the request's host is not supported yet").at(
+                    if proto.auto_host_sni {
+                        "auto_host_sni"
+                    } else {
+                        "auto_sni_san_validation"
+                    },
+                ),
+            );
         }
         Ok(Self {
             common,
             sni,
-            max_session_keys: proto.max_session_keys.as_ref().map_or(1, |v| v.value as usize),
+            max_session_keys: proto
+                .max_session_keys
+                .as_ref()
+                .map_or(1, |v| v.value as usize),
             peer_exchange: false,
         })
     }

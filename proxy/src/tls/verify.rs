@@ -14,7 +14,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::cert::{self, Leaf};
@@ -28,7 +31,9 @@ use crate::config::{ConfigError, Context};
 pub enum VerifyError {
     #[error("peer certificate SANs {sans:?} match none of the configured subject_alt_names")]
     San { sans: Vec<String> },
-    #[error("peer certificate hash matches none of verify_certificate_hash/verify_certificate_spki")]
+    #[error(
+        "peer certificate hash matches none of verify_certificate_hash/verify_certificate_spki"
+    )]
     Hash,
     #[error("peer certificate cannot be parsed: {0}")]
     Parse(String),
@@ -50,7 +55,9 @@ pub struct Validation {
 /// Refuses fields of a validation context that we do not implement, so a config never means
 /// less checking than it says.
 pub fn check_fields(ctx: &CertificateValidationContext) -> Result<(), ConfigError> {
-    let no = |field: &str, what: &str| Err(ConfigError::new(format!("{what} is not supported")).at(field.to_string()));
+    let no = |field: &str, what: &str| {
+        Err(ConfigError::new(format!("{what} is not supported")).at(field.to_string()))
+    };
     if ctx.ca_certificate_provider_instance.is_some() {
         return no("ca_certificate_provider_instance", "a certificate provider");
     }
@@ -58,24 +65,43 @@ pub fn check_fields(ctx: &CertificateValidationContext) -> Result<(), ConfigErro
         return no("system_root_certs", "using the system trust store");
     }
     if ctx.crl.is_some() {
-        return no("crl", "certificate revocation lists are not implemented; CRL checking");
+        return no(
+            "crl",
+            "certificate revocation lists are not implemented; CRL checking",
+        );
     }
     if ctx.allow_expired_certificate {
-        return no("allow_expired_certificate", "accepting expired certificates");
+        return no(
+            "allow_expired_certificate",
+            "accepting expired certificates",
+        );
     }
     if TrustChainVerification::try_from(ctx.trust_chain_verification)
         != Ok(TrustChainVerification::VerifyTrustChain)
     {
-        return no("trust_chain_verification", "anything but VERIFY_TRUST_CHAIN");
+        return no(
+            "trust_chain_verification",
+            "anything but VERIFY_TRUST_CHAIN",
+        );
     }
     if ctx.custom_validator_config.is_some() {
-        return no("custom_validator_config", "a custom certificate validator (e.g. SPIFFE bundles)");
+        return no(
+            "custom_validator_config",
+            "a custom certificate validator (e.g. SPIFFE bundles)",
+        );
     }
     if ctx.max_verify_depth.is_some() {
         return no("max_verify_depth", "limiting the chain depth");
     }
-    if ctx.require_signed_certificate_timestamp.as_ref().is_some_and(|v| v.value) {
-        return no("require_signed_certificate_timestamp", "requiring certificate transparency");
+    if ctx
+        .require_signed_certificate_timestamp
+        .as_ref()
+        .is_some_and(|v| v.value)
+    {
+        return no(
+            "require_signed_certificate_timestamp",
+            "requiring certificate transparency",
+        );
     }
     for (i, h) in ctx.verify_certificate_hash.iter().enumerate() {
         parse_hex_hash(h).at(format!("verify_certificate_hash[{i}]"))?;
@@ -114,7 +140,10 @@ fn parse_hex_hash(s: &str) -> Result<[u8; 32], ConfigError> {
     let hex: String = s.chars().filter(|c| *c != ':').collect();
     let bytes = (0..hex.len())
         .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
         .collect::<Option<Vec<u8>>>();
     bytes
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -326,8 +355,11 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         if let Some(chain) = &self.chain {
-            self.validation
-                .count_chain_error(chain.verify_client_cert(end_entity, intermediates, now))?;
+            self.validation.count_chain_error(chain.verify_client_cert(
+                end_entity,
+                intermediates,
+                now,
+            ))?;
         }
         self.validation.check_leaf(end_entity)?;
         Ok(ClientCertVerified::assertion())
@@ -371,7 +403,10 @@ mod tests {
             err("allow_expired_certificate: true"),
             "allow_expired_certificate: accepting expired certificates is not supported"
         );
-        assert!(err("trust_chain_verification: ACCEPT_UNTRUSTED").starts_with("trust_chain_verification:"));
+        assert!(
+            err("trust_chain_verification: ACCEPT_UNTRUSTED")
+                .starts_with("trust_chain_verification:")
+        );
         assert!(err("crl: {inline_string: x}").starts_with("crl:"));
         assert!(err("max_verify_depth: 2").starts_with("max_verify_depth:"));
         assert!(err("verify_certificate_hash: [zz]").contains("is not a hex SHA-256 hash"));
@@ -380,9 +415,15 @@ mod tests {
 
     #[test]
     fn san_matchers_need_a_trusted_ca() {
-        let e = Validation::new(&ctx("match_subject_alt_names: [{prefix: \"spiffe://cluster.local/\"}]"), &[])
-            .unwrap_err();
-        assert!(e.to_string().contains("without trusted CA is insecure"), "{e}");
+        let e = Validation::new(
+            &ctx("match_subject_alt_names: [{prefix: \"spiffe://cluster.local/\"}]"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("without trusted CA is insecure"),
+            "{e}"
+        );
     }
 
     #[test]

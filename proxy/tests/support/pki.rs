@@ -30,7 +30,9 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
         let key = KeyPair::generate().unwrap();
         let pem = params.self_signed(&key).unwrap().pem();
         Self { params, key, pem }
@@ -62,10 +64,12 @@ impl Ca {
     pub fn root_secret(&self, name: &str) -> Secret {
         Secret {
             name: name.into(),
-            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: Some(inline(&self.pem)),
-                ..Default::default()
-            })),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline(&self.pem)),
+                    ..Default::default()
+                },
+            )),
         }
     }
 
@@ -150,7 +154,5 @@ pub fn istio_inbound(alpn: &[&str], sds_source: &str) -> String {
 /// Indents every line of `yaml` by `n` spaces.
 pub fn indent(yaml: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    yaml.lines()
-        .map(|l| format!("{pad}{l}\n"))
-        .collect()
+    yaml.lines().map(|l| format!("{pad}{l}\n")).collect()
 }

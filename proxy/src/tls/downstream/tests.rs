@@ -74,7 +74,11 @@ async fn the_istio_alpn_override_negotiates_http() {
     let ca = Ca::new("cluster.local");
     let server = server(&mesh_store(&ca, SERVER_ID));
     let client = client(&mesh_store(&ca, CLIENT_ID));
-    let http11: Vec<Vec<u8>> = vec![b"istio-http/1.1".to_vec(), b"istio".to_vec(), b"http/1.1".to_vec()];
+    let http11: Vec<Vec<u8>> = vec![
+        b"istio-http/1.1".to_vec(),
+        b"istio".to_vec(),
+        b"http/1.1".to_vec(),
+    ];
     let (accepted, connected) = handshake(&server, &client, Some(&http11)).await;
     assert_eq!(accepted.unwrap().1.alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert_eq!(connected.unwrap().alpn(), Some(&b"http/1.1"[..]));
@@ -87,7 +91,9 @@ async fn the_istio_alpn_override_negotiates_http() {
 async fn clients_without_a_mesh_certificate_are_refused() {
     let ca = Ca::new("cluster.local");
     let store = mesh_store(&ca, SERVER_ID);
-    let scope = crate::stats::Store::new(None).unwrap().scope("listener.test.");
+    let scope = crate::stats::Store::new(None)
+        .unwrap()
+        .scope("listener.test.");
     let stats = SslStats::new(&scope);
     let resources = TlsResources {
         secrets: store.clone(),
@@ -107,7 +113,13 @@ async fn clients_without_a_mesh_certificate_are_refused() {
     );
     let (accepted, _) = handshake(&server, &no_cert, None).await;
     let e = accepted.unwrap_err();
-    assert!(matches!(e, HandshakeError::Tls(rustls::Error::NoCertificatesPresented)), "{e}");
+    assert!(
+        matches!(
+            e,
+            HandshakeError::Tls(rustls::Error::NoCertificatesPresented)
+        ),
+        "{e}"
+    );
     assert_eq!(stats.fail_verify_no_cert.value(), 1);
 
     // A certificate from another CA (Istio's self-signed roots all share one name, so
@@ -125,14 +137,23 @@ async fn clients_without_a_mesh_certificate_are_refused() {
     let evil = mesh_store(&ca, "spiffe://evil.local/ns/default/sa/client");
     let (accepted, _) = handshake(&server, &client(&evil), None).await;
     let e = accepted.unwrap_err();
-    assert!(e.to_string().contains("match none of the configured subject_alt_names"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("match none of the configured subject_alt_names"),
+        "{e}"
+    );
     assert_eq!(stats.fail_verify_san.value(), 1);
 
     // Plaintext.
     let (mut a, b) = tokio::io::duplex(1024);
-    a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let e = server.accept_stream(b).await.unwrap_err();
-    assert!(matches!(e, HandshakeError::Io(_) | HandshakeError::Tls(_)), "{e}");
+    assert!(
+        matches!(e, HandshakeError::Io(_) | HandshakeError::Tls(_)),
+        "{e}"
+    );
     assert_eq!(stats.handshake.value(), 0);
     assert_eq!(stats.connection_error.value(), 4);
 }
@@ -142,10 +163,7 @@ async fn not_ready_until_the_secrets_arrive() {
     let ca = Ca::new("cluster.local");
     let store = crate::tls::SecretStore::new();
     let server = server(&store);
-    assert_eq!(
-        server.readiness(),
-        Err(NotReady::Missing("default".into()))
-    );
+    assert_eq!(server.readiness(), Err(NotReady::Missing("default".into())));
     let refs: Vec<String> = server.secret_refs().into_iter().map(|r| r.name).collect();
     assert_eq!(refs, ["default", "ROOTCA"]);
     let (a, _b) = tokio::io::duplex(1024);
@@ -153,10 +171,15 @@ async fn not_ready_until_the_secrets_arrive() {
         server.accept_stream(a).await,
         Err(HandshakeError::NotReady(NotReady::Missing(_)))
     ));
-    store.apply(&[ca.leaf(SERVER_ID).secret("default")]).unwrap();
+    store
+        .apply(&[ca.leaf(SERVER_ID).secret("default")])
+        .unwrap();
     assert_eq!(server.readiness(), Err(NotReady::Missing("ROOTCA".into())));
     store.apply(&[ca.leaf(SERVER_ID).secret("ROOTCA")]).unwrap();
-    assert!(matches!(server.readiness(), Err(NotReady::WrongKind { .. })));
+    assert!(matches!(
+        server.readiness(),
+        Err(NotReady::WrongKind { .. })
+    ));
     store.apply(&[ca.root_secret("ROOTCA")]).unwrap();
     assert!(server.is_ready());
 }
@@ -168,18 +191,35 @@ async fn rotation_serves_new_handshakes_and_spares_live_sessions() {
     let server = server(&server_store);
     let client = client_yaml(
         &mesh_store(&ca, CLIENT_ID),
-        &istio_mutual(SERVER_ID).replace("exact: \"spiffe://cluster.local/ns/default/sa/server\"", "prefix: \"spiffe://cluster.local/\""),
+        &istio_mutual(SERVER_ID).replace(
+            "exact: \"spiffe://cluster.local/ns/default/sa/server\"",
+            "prefix: \"spiffe://cluster.local/\"",
+        ),
     );
     let (first_s, first_c) = handshake(&server, &client, None).await;
     let (mut s1, _) = first_s.unwrap();
     let mut c1 = first_c.unwrap();
-    assert_eq!(c1.info().peer_certificate.as_ref().unwrap().uri_sans, [SERVER_ID]);
+    assert_eq!(
+        c1.info().peer_certificate.as_ref().unwrap().uri_sans,
+        [SERVER_ID]
+    );
 
     let rotated = "spiffe://cluster.local/ns/default/sa/server-v2";
-    server_store.apply(&[ca.leaf(rotated).secret("default")]).unwrap();
+    server_store
+        .apply(&[ca.leaf(rotated).secret("default")])
+        .unwrap();
     let (second_s, second_c) = handshake(&server, &client, None).await;
     assert_eq!(second_s.unwrap().1.local_uri_sans, [rotated]);
-    assert_eq!(second_c.unwrap().info().peer_certificate.as_ref().unwrap().uri_sans, [rotated]);
+    assert_eq!(
+        second_c
+            .unwrap()
+            .info()
+            .peer_certificate
+            .as_ref()
+            .unwrap()
+            .uri_sans,
+        [rotated]
+    );
 
     // The session from before the rotation still carries data both ways.
     c1.write_all(b"still here").await.unwrap();
@@ -208,7 +248,10 @@ async fn require_sni_refuses_clients_without_it() {
     .unwrap();
     let no_sni = client_yaml(
         &mesh_store(&ca, CLIENT_ID),
-        &istio_mutual(SERVER_ID).replace("sni: outbound_.9080_.v1_.productpage.default.svc.cluster.local", ""),
+        &istio_mutual(SERVER_ID).replace(
+            "sni: outbound_.9080_.v1_.productpage.default.svc.cluster.local",
+            "",
+        ),
     );
     let (accepted, _) = handshake(&server, &no_sni, None).await;
     assert!(matches!(accepted, Err(HandshakeError::NoSni)));
@@ -219,14 +262,20 @@ async fn require_sni_refuses_clients_without_it() {
 #[test]
 fn the_exchange_alpn_is_advertised_only_when_the_chain_runs_it() {
     let ca = Ca::new("cluster.local");
-    let node = Arc::new(crate::tls::LocalNode::from_parts("sidecar~1".into(), Default::default()));
+    let node = Arc::new(crate::tls::LocalNode::from_parts(
+        "sidecar~1".into(),
+        Default::default(),
+    ));
     let resources = TlsResources {
         secrets: mesh_store(&ca, SERVER_ID),
         node: Some(node),
     };
     let mut config = DownstreamTlsConfig::from_proto(&from_yaml(ISTIO_INBOUND)).unwrap();
     let without = DownstreamTls::new(config.clone(), &resources, None).unwrap();
-    assert_eq!(without.alpn_protocols(), [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    assert_eq!(
+        without.alpn_protocols(),
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
     config.peer_exchange = true;
     let with = DownstreamTls::new(config, &resources, None).unwrap();
     assert_eq!(with.alpn_protocols()[0], b"istio-peer-exchange");
@@ -246,20 +295,27 @@ fn invalid_contexts_name_the_field() {
     );
     let sds = "common_tls_context: {tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}}}]";
     assert!(
-        err(&format!("{sds}}}\nrequire_client_certificate: true"))
-            .starts_with("require_client_certificate: require_client_certificate needs a validation context")
+        err(&format!("{sds}}}\nrequire_client_certificate: true")).starts_with(
+            "require_client_certificate: require_client_certificate needs a validation context"
+        )
     );
     assert!(
-        err(&format!("{sds}, tls_params: {{cipher_suites: [RC4-MD5]}}}}"))
-            .starts_with("common_tls_context.tls_params.cipher_suites: unknown cipher suite \"RC4-MD5\"")
+        err(&format!(
+            "{sds}, tls_params: {{cipher_suites: [RC4-MD5]}}}}"
+        ))
+        .starts_with(
+            "common_tls_context.tls_params.cipher_suites: unknown cipher suite \"RC4-MD5\""
+        )
     );
     assert_eq!(
         err(&format!("{sds}, custom_handshaker: {{name: x}}}}")),
         "common_tls_context.custom_handshaker: is not supported"
     );
     assert!(
-        err(&format!("{sds}}}\nsession_ticket_keys: {{keys: [{{inline_string: abc}}]}}"))
-            .starts_with("session_ticket_keys: session ticket keys are not supported")
+        err(&format!(
+            "{sds}}}\nsession_ticket_keys: {{keys: [{{inline_string: abc}}]}}"
+        ))
+        .starts_with("session_ticket_keys: session ticket keys are not supported")
     );
     assert!(
         err(&format!("{sds}}}\nocsp_staple_policy: MUST_STAPLE"))
@@ -270,8 +326,10 @@ fn invalid_contexts_name_the_field() {
             .starts_with("common_tls_context.tls_certificates[0]: certificate_chain: not PEM")
     );
     assert!(
-        err(&format!("{sds}, validation_context: {{trusted_ca: {{inline_string: junk}}}}}}"))
-            .starts_with("common_tls_context.validation_context: trusted_ca: not PEM")
+        err(&format!(
+            "{sds}, validation_context: {{trusted_ca: {{inline_string: junk}}}}}}"
+        ))
+        .starts_with("common_tls_context.validation_context: trusted_ca: not PEM")
     );
 }
 

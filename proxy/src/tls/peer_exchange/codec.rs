@@ -41,10 +41,7 @@ pub enum Decode {
     /// Not enough bytes yet.
     NeedMore,
     /// A complete exchange of `consumed` bytes.
-    Done {
-        consumed: usize,
-        peer: PeerMetadata,
-    },
+    Done { consumed: usize, peer: PeerMetadata },
     /// Not an exchange (Envoy's "Invalid" state): the first `consumed` bytes are dropped, the
     /// rest is the peer's data.
     Invalid {
@@ -89,7 +86,8 @@ pub fn decode(buf: &[u8]) -> Decode {
     let Some(header) = buf.get(..HEADER_LEN) else {
         return Decode::NeedMore;
     };
-    let word = |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     if word(0) != MAGIC {
         return Decode::Invalid {
             consumed: 0,
@@ -120,7 +118,11 @@ pub fn decode(buf: &[u8]) -> Decode {
         Some(Kind::StructValue(s)) => super::filter_node_metadata(s),
         _ => Struct::default(),
     };
-    let id = match data.fields.get(METADATA_ID_KEY).and_then(|v| v.kind.as_ref()) {
+    let id = match data
+        .fields
+        .get(METADATA_ID_KEY)
+        .and_then(|v| v.kind.as_ref())
+    {
         Some(Kind::StringValue(s)) => Some(s.clone()),
         _ => None,
     };

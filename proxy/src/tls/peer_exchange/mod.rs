@@ -79,7 +79,11 @@ impl LocalNode {
     /// From an id and already filtered metadata.
     pub fn from_parts(id: String, metadata: Struct) -> Self {
         let frame = codec::encode(&id, &metadata).into();
-        Self { id, metadata, frame }
+        Self {
+            id,
+            metadata,
+            frame,
+        }
     }
 
     /// The exchange frame this proxy writes.

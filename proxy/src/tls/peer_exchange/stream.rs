@@ -136,7 +136,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for PeerExchange<S> {
                         this.state = replay(rest);
                     }
                     Decode::TooLarge(len) => {
-                        this.peer.set(PeerOutcome::Absent("metadata frame too large"));
+                        this.peer
+                            .set(PeerOutcome::Absent("metadata frame too large"));
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(

@@ -27,17 +27,26 @@ fn s(v: &str) -> Value {
 
 fn productpage() -> Struct {
     let labels = Struct {
-        fields: [("app", "productpage"), ("version", "v1"), ("pod-template-hash", "x")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), s(v)))
-            .collect(),
+        fields: [
+            ("app", "productpage"),
+            ("version", "v1"),
+            ("pod-template-hash", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), s(v)))
+        .collect(),
     };
     let mut md = Struct::default();
     md.fields.insert("NAME".into(), s("productpage-v1-123"));
     md.fields.insert("NAMESPACE".into(), s("default"));
     md.fields.insert("CLUSTER_ID".into(), s("Kubernetes"));
     md.fields.insert("ISTIO_VERSION".into(), s("1.28.0"));
-    md.fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
+    md.fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    );
     md
 }
 
@@ -78,7 +87,9 @@ fn our_frame_matches_protobuf_and_is_deterministic() {
     assert_eq!(ours.len(), theirs.len());
     assert_eq!(&ours[..4], &MAGIC.to_be_bytes());
     // Same content (protobuf's Python sorts map keys differently from C++; we sort as C++).
-    let (Decode::Done { peer: a, .. }, Decode::Done { peer: b, .. }) = (decode(&ours), decode(&theirs)) else {
+    let (Decode::Done { peer: a, .. }, Decode::Done { peer: b, .. }) =
+        (decode(&ours), decode(&theirs))
+    else {
         panic!("not decoded");
     };
     assert_eq!(a, b);
@@ -102,7 +113,10 @@ fn malformed_input_never_panics() {
     let frame = hex(PROTOBUF_FRAME);
     for n in 0..frame.len() {
         let d = decode(&frame[..n]);
-        assert!(matches!(d, Decode::NeedMore | Decode::Invalid { .. }), "{n}: {d:?}");
+        assert!(
+            matches!(d, Decode::NeedMore | Decode::Invalid { .. }),
+            "{n}: {d:?}"
+        );
     }
     let mut huge = MAGIC.to_be_bytes().to_vec();
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
@@ -110,8 +124,17 @@ fn malformed_input_never_panics() {
     let mut garbage = MAGIC.to_be_bytes().to_vec();
     garbage.extend_from_slice(&3u32.to_be_bytes());
     garbage.extend_from_slice(&[0xff, 0xff, 0xff, b'x']);
-    assert!(matches!(decode(&garbage), Decode::Invalid { consumed: HEADER_LEN, .. }));
-    assert!(matches!(decode(b"GET / HTTP/1.1\r\n"), Decode::Invalid { consumed: 0, .. }));
+    assert!(matches!(
+        decode(&garbage),
+        Decode::Invalid {
+            consumed: HEADER_LEN,
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode(b"GET / HTTP/1.1\r\n"),
+        Decode::Invalid { consumed: 0, .. }
+    ));
     // Corrupt every byte of a real frame in turn, and pseudo-random junk after a valid header.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for i in 0..frame.len() {
@@ -154,8 +177,14 @@ async fn both_sides_exchange_then_pass_data() {
     let mut back = [0u8; 4];
     a.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"back");
-    assert_eq!(b.peer_metadata().metadata().unwrap().get("NAME"), Some("productpage-v1-123"));
-    assert_eq!(a.peer_metadata().metadata().unwrap().id.as_deref(), Some("b~2"));
+    assert_eq!(
+        b.peer_metadata().metadata().unwrap().get("NAME"),
+        Some("productpage-v1-123")
+    );
+    assert_eq!(
+        a.peer_metadata().metadata().unwrap().id.as_deref(),
+        Some("b~2")
+    );
 }
 
 #[tokio::test]
@@ -168,7 +197,10 @@ async fn a_peer_without_the_exchange_is_passed_through() {
     let mut out = Vec::new();
     a.read_to_end(&mut out).await.unwrap();
     assert_eq!(out, b"plain bytes");
-    assert!(matches!(a.peer_metadata().get(), Some(PeerOutcome::Absent(_))));
+    assert!(matches!(
+        a.peer_metadata().get(),
+        Some(PeerOutcome::Absent(_))
+    ));
     // Without the negotiated ALPN nothing is added or removed.
     let (c, mut d) = tokio::io::duplex(64);
     let mut c = wrap(c, Some(b"h2"), Some(&node));

@@ -181,13 +181,11 @@ pub fn read(source: Option<&DataSource>, field: &'static str) -> Result<Vec<u8>,
         None => return Err(SecretError::Empty { field }),
         Some(Specifier::InlineBytes(b)) => b.clone(),
         Some(Specifier::InlineString(s)) => s.clone().into_bytes(),
-        Some(Specifier::Filename(path)) => {
-            std::fs::read(path).map_err(|e| SecretError::Read {
-                field,
-                path: path.clone(),
-                reason: e.to_string(),
-            })?
-        }
+        Some(Specifier::Filename(path)) => std::fs::read(path).map_err(|e| SecretError::Read {
+            field,
+            path: path.clone(),
+            reason: e.to_string(),
+        })?,
         Some(Specifier::EnvironmentVariable(name)) => std::env::var(name)
             .map_err(|_| SecretError::EnvVar {
                 field,

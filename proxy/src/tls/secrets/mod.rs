@@ -251,7 +251,10 @@ impl SecretStore {
 
     /// The current value of the secret a context refers to, and updates to it. An
     /// `SdsSecretConfig` without `sds_config` names a bootstrap secret, which must exist.
-    pub fn watch(&self, config: &SdsSecretConfig) -> Result<watch::Receiver<SecretSlot>, ConfigError> {
+    pub fn watch(
+        &self,
+        config: &SdsSecretConfig,
+    ) -> Result<watch::Receiver<SecretSlot>, ConfigError> {
         if config.name.is_empty() {
             return Err(ConfigError::new("name is required").at("name"));
         }
@@ -297,7 +300,11 @@ impl SecretStore {
     /// A secret read from files and re-read when they change (inline contexts with
     /// `filename`s, Istio's `file-cert:`/`file-root:`). A file that cannot be read yet leaves
     /// it not ready until it can.
-    pub(crate) fn watch_files(&self, name: String, spec: files::Spec) -> watch::Receiver<SecretSlot> {
+    pub(crate) fn watch_files(
+        &self,
+        name: String,
+        spec: files::Spec,
+    ) -> watch::Receiver<SecretSlot> {
         let key = Key::File(name.clone());
         if let Some(e) = self.entries().get(&key) {
             return e.tx.subscribe();
@@ -361,9 +368,7 @@ impl SecretStore {
         let mut changed = 0;
         {
             let mut entries = self.entries();
-            entries.retain(|key, e| {
-                !(matches!(key, Key::File(_)) && e.tx.receiver_count() == 0)
-            });
+            entries.retain(|key, e| !(matches!(key, Key::File(_)) && e.tx.receiver_count() == 0));
             for (key, e) in entries.iter_mut() {
                 let Some(watch) = e.files.as_mut() else {
                     continue;
@@ -387,7 +392,13 @@ impl SecretStore {
         changed
     }
 
-    fn publish(&self, key: Key, value: SecretValue, files: Option<FileWatch>, source: Option<ConfigSource>) {
+    fn publish(
+        &self,
+        key: Key,
+        value: SecretValue,
+        files: Option<FileWatch>,
+        source: Option<ConfigSource>,
+    ) {
         {
             let mut entries = self.entries();
             let entry = entries.entry(key).or_insert_with(|| Entry {

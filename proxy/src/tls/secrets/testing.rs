@@ -80,10 +80,12 @@ impl Ca {
     pub fn root_secret(&self, name: &str) -> Secret {
         Secret {
             name: name.into(),
-            r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-                trusted_ca: Some(inline(&self.pem)),
-                ..Default::default()
-            })),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline(&self.pem)),
+                    ..Default::default()
+                },
+            )),
         }
     }
 }

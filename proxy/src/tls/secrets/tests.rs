@@ -55,13 +55,20 @@ fn bad_sds_secrets_are_refused_with_a_reason() {
          certificate of certificate_chain"
     );
     assert_eq!(
-        rejection(&store, tls_secret("default", "hello, not a certificate", &a.key_pem)),
+        rejection(
+            &store,
+            tls_secret("default", "hello, not a certificate", &a.key_pem)
+        ),
         "certificate_chain: not PEM: no \"-----BEGIN CERTIFICATE-----\" block found"
     );
     assert!(
         rejection(
             &store,
-            tls_secret("default", "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n", &a.key_pem)
+            tls_secret(
+                "default",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                &a.key_pem
+            )
         )
         .starts_with("certificate_chain: malformed PEM")
     );
@@ -78,9 +85,18 @@ fn bad_sds_secrets_are_refused_with_a_reason() {
         p.not_after = rcgen::date_time_ymd(2002, 1, 1);
     });
     let e = rejection(&store, expired.secret("default"));
-    assert!(e.starts_with("certificate_chain: the certificate \"O=cluster.local\" expired on"), "{e}");
+    assert!(
+        e.starts_with("certificate_chain: the certificate \"O=cluster.local\" expired on"),
+        "{e}"
+    );
     assert_eq!(
-        rejection(&store, Secret { name: "x".into(), r#type: None }),
+        rejection(
+            &store,
+            Secret {
+                name: "x".into(),
+                r#type: None
+            }
+        ),
         "secret has no type; expected tls_certificate or validation_context"
     );
     let mut bad_ca = ca.root_secret("ROOTCA");
@@ -109,9 +125,15 @@ fn a_bad_update_keeps_the_good_secret_and_applies_the_rest() {
             ca.root_secret("ROOTCA"),
         ])
         .unwrap_err();
-    assert_eq!(errs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["default"]);
+    assert_eq!(
+        errs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["default"]
+    );
     assert!(Arc::ptr_eq(&before, &cert_of(&store.get("default", true))));
-    assert!(matches!(store.get("ROOTCA", true).as_deref(), Some(SecretValue::Validation(_))));
+    assert!(matches!(
+        store.get("ROOTCA", true).as_deref(),
+        Some(SecretValue::Validation(_))
+    ));
 }
 
 #[tokio::test]
@@ -126,9 +148,16 @@ async fn rotation_notifies_watchers_and_bumps_the_generation() {
     let first = cert_of(&rx.borrow_and_update());
     assert_eq!(first.uri_sans, [SPIFFE]);
     assert!(store.generation() > generation);
-    store.apply(&[ca.leaf("spiffe://cluster.local/ns/default/sa/b").secret("default")]).unwrap();
+    store
+        .apply(&[ca
+            .leaf("spiffe://cluster.local/ns/default/sa/b")
+            .secret("default")])
+        .unwrap();
     rx.changed().await.unwrap();
-    assert_eq!(cert_of(&rx.borrow()).uri_sans, ["spiffe://cluster.local/ns/default/sa/b"]);
+    assert_eq!(
+        cert_of(&rx.borrow()).uri_sans,
+        ["spiffe://cluster.local/ns/default/sa/b"]
+    );
     store.remove(&["default".to_string()]);
     rx.changed().await.unwrap();
     assert!(rx.borrow().is_none());
@@ -139,13 +168,22 @@ fn static_secrets_are_checked_and_looked_up_without_sds_config() {
     let store = SecretStore::new();
     let ca = Ca::new("cluster.local");
     store
-        .add_static(&[ca.leaf(SPIFFE).secret("server_cert"), ca.root_secret("validation")])
+        .add_static(&[
+            ca.leaf(SPIFFE).secret("server_cert"),
+            ca.root_secret("validation"),
+        ])
         .unwrap();
     let static_ref = |n: &str| SdsSecretConfig {
         name: n.into(),
         sds_config: None,
     };
-    assert!(store.watch(&static_ref("server_cert")).unwrap().borrow().is_some());
+    assert!(
+        store
+            .watch(&static_ref("server_cert"))
+            .unwrap()
+            .borrow()
+            .is_some()
+    );
     assert_eq!(
         store.watch(&static_ref("nope")).unwrap_err().to_string(),
         "unknown static secret: nope"
@@ -155,7 +193,10 @@ fn static_secrets_are_checked_and_looked_up_without_sds_config() {
     let dup = SecretStore::new()
         .add_static(&[ca.root_secret("a"), ca.root_secret("a")])
         .unwrap_err();
-    assert_eq!(dup.to_string(), "secrets[1]: duplicate static secret name \"a\"");
+    assert_eq!(
+        dup.to_string(),
+        "secrets[1]: duplicate static secret name \"a\""
+    );
     let bad = SecretStore::new()
         .add_static(&[tls_secret("c", "x", "y")])
         .unwrap_err();
@@ -204,7 +245,9 @@ fn istio_file_names_are_read_and_reloaded_from_disk() {
     let roots = store
         .watch(&sds_ref(&format!("file-root:{}", root.display())))
         .unwrap();
-    assert!(matches!(roots.borrow().as_deref(), Some(SecretValue::Validation(v)) if v.roots.len() == 1));
+    assert!(
+        matches!(roots.borrow().as_deref(), Some(SecretValue::Validation(v)) if v.roots.len() == 1)
+    );
     // Read from disk by us: nothing to subscribe to over SDS.
     assert!(store.sds_subscriptions().is_empty());
     assert_eq!(store.reload_files(), 0, "unchanged files are not re-parsed");
@@ -217,7 +260,10 @@ fn istio_file_names_are_read_and_reloaded_from_disk() {
     // Once the key is written too, the new pair is used.
     std::fs::write(&key, &b.key_pem).unwrap();
     assert_eq!(store.reload_files(), 1);
-    assert_eq!(cert_of(&rx.borrow()).uri_sans, ["spiffe://cluster.local/ns/default/sa/b"]);
+    assert_eq!(
+        cert_of(&rx.borrow()).uri_sans,
+        ["spiffe://cluster.local/ns/default/sa/b"]
+    );
 }
 
 #[test]
@@ -255,5 +301,8 @@ fn sds_secrets_naming_files_are_watched_too() {
         })),
     };
     let e = rejection(&store, missing);
-    assert!(e.starts_with("certificate_chain: cannot read \"/nonexistent/c.pem\""), "{e}");
+    assert!(
+        e.starts_with("certificate_chain: cannot read \"/nonexistent/c.pem\""),
+        "{e}"
+    );
 }

@@ -41,11 +41,18 @@ async fn istio_mutual_verifies_the_destination_spiffe_id() {
     let ca = Ca::new("cluster.local");
     let server = server(&mesh_store(&ca, SERVER_ID), None);
     let store = mesh_store(&ca, CLIENT_ID);
-    assert!(connect(&server, &client(&store, SERVER_ID, None)).await.is_ok());
+    assert!(
+        connect(&server, &client(&store, SERVER_ID, None))
+            .await
+            .is_ok()
+    );
 
-    let e = connect(&server, &client(&store, "spiffe://cluster.local/ns/default/sa/other", None))
-        .await
-        .unwrap_err();
+    let e = connect(
+        &server,
+        &client(&store, "spiffe://cluster.local/ns/default/sa/other", None),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "TLS handshake failed: invalid peer certificate: peer certificate SANs \
@@ -103,7 +110,10 @@ async fn metadata_exchange_ours_to_ours() {
     let mut reply = [0u8; 5];
     c.read_exact(&mut reply).await.unwrap();
     assert_eq!(&reply, b"reply");
-    assert_eq!(c.peer_metadata().metadata().unwrap().get("NAME"), Some("server-pod"));
+    assert_eq!(
+        c.peer_metadata().metadata().unwrap().get("NAME"),
+        Some("server-pod")
+    );
 }
 
 #[test]
@@ -112,14 +122,19 @@ fn the_exchange_alpn_is_offered_only_with_a_node_and_the_cluster_filter() {
     let store = mesh_store(&ca, CLIENT_ID);
     let ctx: UpstreamTlsContext = from_yaml(&istio_mutual(SERVER_ID));
     let node = Some(LocalNode::from_parts("n".into(), Struct::default()));
-    let without_filter = UpstreamTls::from_proto(&ctx, &resources(&store, node.clone()), false, None).unwrap();
+    let without_filter =
+        UpstreamTls::from_proto(&ctx, &resources(&store, node.clone()), false, None).unwrap();
     assert_eq!(without_filter.alpn_protocols(), [b"istio".to_vec()]);
     let without_node = UpstreamTls::from_proto(&ctx, &resources(&store, None), true, None).unwrap();
     assert_eq!(without_node.alpn_protocols(), [b"istio".to_vec()]);
     let with = UpstreamTls::from_proto(&ctx, &resources(&store, node), true, None).unwrap();
     assert_eq!(with.alpn_protocols().len(), 2);
     assert_eq!(
-        without_filter.secret_refs().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        without_filter
+            .secret_refs()
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>(),
         ["default", "ROOTCA"]
     );
 }
