@@ -363,3 +363,27 @@ async fn accept_takes_a_prefixed_tcp_stream() {
     io.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hi");
 }
+
+#[tokio::test]
+async fn a_new_trust_root_applies_to_the_next_handshake() {
+    let old = Ca::new("cluster.local");
+    let new = Ca::new("cluster.local");
+    let store = mesh_store(&old, SERVER_ID);
+    let server = server(&store);
+    let old_client = client(&mesh_store(&old, CLIENT_ID));
+    assert!(handshake(&server, &old_client, None).await.0.is_ok());
+    // The server now trusts only a new root: clients with old certificates are refused.
+    store.apply(&[new.root_secret("ROOTCA")]).unwrap();
+    let (accepted, _) = handshake(&server, &old_client, None).await;
+    assert!(accepted.unwrap_err().is_verify_failure());
+    // Once it also has a certificate from the new root, clients of the new root get in, and
+    // old clients refuse the server.
+    store.apply(&[new.leaf(SERVER_ID).secret("default")]).unwrap();
+    let (accepted, connected) = handshake(&server, &old_client, None).await;
+    assert!(accepted.is_err());
+    assert!(connected.unwrap_err().is_verify_failure());
+    let new_client = client(&mesh_store(&new, CLIENT_ID));
+    let (accepted, connected) = handshake(&server, &new_client, None).await;
+    assert_eq!(accepted.unwrap().1.principal(), Some(CLIENT_ID));
+    assert!(connected.is_ok());
+}
