@@ -71,6 +71,8 @@ struct ServerConfigs {
 #[derive(Debug)]
 struct CertResolver(Vec<Arc<CertifiedKey>>);
 
+// === impl CertResolver ===
+
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.0

@@ -75,6 +75,8 @@ type AlpnConfig = (Vec<Vec<u8>>, Arc<ClientConfig>);
 #[derive(Debug)]
 struct ClientCert(Option<Arc<CertifiedKey>>);
 
+// === impl ClientCert ===
+
 impl ResolvesClientCert for ClientCert {
     fn resolve(
         &self,
@@ -96,6 +98,8 @@ impl ResolvesClientCert for ClientCert {
 /// signature).
 #[derive(Debug)]
 struct NoVerification(rustls::crypto::WebPkiSupportedAlgorithms);
+
+// === impl NoVerification ===
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

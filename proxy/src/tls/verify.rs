@@ -254,6 +254,8 @@ fn other(e: VerifyError) -> rustls::Error {
 #[derive(Debug)]
 pub struct ServerVerifier(pub Arc<Validation>);
 
+// === impl ServerVerifier ===
+
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,

@@ -378,7 +378,9 @@ async fn a_new_trust_root_applies_to_the_next_handshake() {
     assert!(accepted.unwrap_err().is_verify_failure());
     // Once it also has a certificate from the new root, clients of the new root get in, and
     // old clients refuse the server.
-    store.apply(&[new.leaf(SERVER_ID).secret("default")]).unwrap();
+    store
+        .apply(&[new.leaf(SERVER_ID).secret("default")])
+        .unwrap();
     let (accepted, connected) = handshake(&server, &old_client, None).await;
     assert!(accepted.is_err());
     assert!(connected.unwrap_err().is_verify_failure());

@@ -451,6 +451,8 @@ impl SecretStore {
     }
 }
 
+// === impl Inner ===
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(task) = self
