@@ -8,7 +8,9 @@
 //! - [`bootstrap`]: loading and checking a bootstrap;
 //! - [`listener`]: classifying accepted connections: the TLS and HTTP inspectors and
 //!   Envoy's filter chain selection;
-//! - [`rbac`]: Envoy's RBAC engine and its network and HTTP filters.
+//! - [`rbac`]: Envoy's RBAC engine and its network and HTTP filters;
+//! - [`tls`]: the secret store, TLS termination and origination, SPIFFE identities and
+//!   Istio's metadata exchange.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod rbac;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;
 pub mod worker;
 

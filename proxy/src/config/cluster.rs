@@ -537,7 +537,9 @@ fn transport_socket(ts: &TransportSocket) -> Result<UpstreamTransport, ConfigErr
             Ok(UpstreamTransport::Raw)
         }
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => {
-            Ok(UpstreamTransport::Tls(Box::new(any::decode(cfg)?)))
+            let ctx: UpstreamTlsContext = any::decode(cfg)?;
+            crate::tls::upstream::validate(&ctx).at("typed_config")?;
+            Ok(UpstreamTransport::Tls(Box::new(ctx)))
         }
         other => Err(extension::unsupported("transport socket", &ts.name, other)),
     }

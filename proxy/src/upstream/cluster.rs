@@ -13,6 +13,8 @@ use super::lb;
 use crate::config::cluster::{ClusterConfig, Discovery};
 use crate::config::endpoint::{EndpointConfig, Health, HostAddress};
 use crate::stats::{Counter, Gauge, Histogram, Scope, Store};
+use crate::tls::TlsResources;
+use crate::tls::cluster::ClusterTls;
 
 /// What choosing and opening an upstream connection may know about the downstream one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -257,14 +259,23 @@ pub struct Cluster {
     warm: AtomicBool,
     /// When the cluster was added or last modified, for `/config_dump`.
     pub last_updated: SystemTime,
+    /// TLS connectors for the cluster's TLS transports, built once with the cluster.
+    pub tls: ClusterTls,
 }
 
 // === impl Cluster ===
 
 impl Cluster {
-    /// A cluster with its configured endpoints (STATIC), or none yet (EDS, DNS).
+    /// A cluster with its configured endpoints (STATIC), or none yet (EDS, DNS), and no
+    /// secrets: TLS transports work only with inline certificates.
     pub fn new(config: ClusterConfig, store: &Store) -> Self {
+        Self::with_tls(config, store, &TlsResources::default())
+    }
+
+    /// A cluster whose TLS transports take their secrets from `tls`.
+    pub fn with_tls(config: ClusterConfig, store: &Store, tls: &TlsResources) -> Self {
         let stats = ClusterStats::new(store, &config.stat_name);
+        let tls = ClusterTls::new(&config, tls, Some(&stats.scope));
         let warm = !matches!(
             config.discovery,
             Discovery::Eds { .. } | Discovery::StrictDns { .. } | Discovery::LogicalDns { .. }
@@ -277,6 +288,7 @@ impl Cluster {
             connections: AtomicU64::new(0),
             warm: AtomicBool::new(warm),
             last_updated: SystemTime::now(),
+            tls,
         };
         if let Discovery::Static(endpoints) = &cluster.config.discovery {
             let hosts = endpoints
@@ -298,9 +310,9 @@ impl Cluster {
     }
 
     /// Whether the cluster has received its endpoints (always true for STATIC and
-    /// ORIGINAL_DST clusters).
+    /// ORIGINAL_DST clusters) and the secrets of its TLS transports, as Envoy's warming.
     pub fn is_warm(&self) -> bool {
-        self.warm.load(Ordering::Acquire)
+        self.warm.load(Ordering::Acquire) && self.tls.is_ready()
     }
 
     pub fn hosts(&self) -> Arc<HostSet> {

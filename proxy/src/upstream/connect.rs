@@ -1,5 +1,7 @@
 //! Opening upstream connections: pick a host, respect the circuit breaker, bind the source
-//! address, connect within the cluster's timeout, and account for it all in Envoy's stats.
+//! address, connect (and, for TLS hosts, handshake) within the cluster's timeout, and account
+//! for it all in Envoy's stats. A host whose transport is TLS gets TLS or no connection:
+//! never plaintext.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +17,8 @@ use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use super::cluster::{Cluster, ConnectionSlot, LbContext, OriginalSrc};
 use super::host::{Host, HostAddr};
 use crate::config::cluster::{Keepalive, UpstreamTransport};
+use crate::tls::cluster::ClusterTlsError;
+use crate::tls::{ClientStream, HandshakeError};
 
 /// Why no upstream connection could be made. Each maps to one of Envoy's response flags.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +33,11 @@ pub enum ConnectError {
     Failed(io::Error),
     #[error("failed to bind source address {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("upstream TLS is not implemented yet; refusing to connect in plaintext")]
-    TlsUnavailable,
+    /// The host needs TLS and its context cannot be used yet (a secret has not arrived).
+    #[error("upstream TLS unavailable, not connecting in plaintext: {0}")]
+    TlsUnavailable(ClusterTlsError),
+    #[error("upstream {0}")]
+    Tls(HandshakeError),
 }
 
 // === impl ConnectError ===
@@ -41,7 +48,11 @@ impl ConnectError {
         match self {
             Self::NoHealthyUpstream => "UH",
             Self::Overflow => "UO",
-            Self::Timeout | Self::Failed(_) | Self::Bind { .. } | Self::TlsUnavailable => "UF",
+            Self::Timeout
+            | Self::Failed(_)
+            | Self::Bind { .. }
+            | Self::TlsUnavailable(_)
+            | Self::Tls(_) => "UF",
         }
     }
 }
@@ -51,6 +62,18 @@ impl ConnectError {
 pub enum UpstreamIo {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS over TCP or a pipe, with Istio's metadata exchange when negotiated.
+    Tls(Box<ClientStream<UpstreamIo>>),
+}
+
+/// Per-connection choices of the caller.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Replaces the TLS context's ALPN list (Istio's `istio.alpn` filter, e.g.
+    /// `istio-http/1.1, istio, http/1.1`). Ignored for plaintext hosts.
+    pub alpn: Option<Vec<Vec<u8>>>,
+    /// Connect from the downstream peer's address (Envoy's `original_src` filter).
+    pub original_src: Option<OriginalSrc>,
 }
 
 /// An open upstream connection. Dropping it closes the connection and settles the stats.
@@ -106,7 +129,15 @@ impl UpstreamHandle {
 /// Connects to a host of `cluster`.
 pub async fn connect(cluster: &Arc<Cluster>, ctx: &LbContext) -> Result<Upstream, ConnectError> {
     let host = cluster.choose(ctx).ok_or(ConnectError::NoHealthyUpstream)?;
-    connect_host_from(cluster, host, ctx.original_src).await
+    connect_host_with(
+        cluster,
+        host,
+        &ConnectOptions {
+            original_src: ctx.original_src,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
 }
 
 /// Connects to a given host of `cluster`.
@@ -114,34 +145,52 @@ pub async fn connect_host(
     cluster: &Arc<Cluster>,
     host: Arc<Host>,
 ) -> Result<Upstream, ConnectError> {
-    connect_host_from(cluster, host, None).await
+    connect_host_with(cluster, host, &ConnectOptions::default()).await
 }
 
-/// Connects to a given host of `cluster`, from the downstream peer's address when
-/// `original_src` is set.
-pub async fn connect_host_from(
+/// Connects to a given host of `cluster`, with per-connection options.
+pub async fn connect_host_with(
     cluster: &Arc<Cluster>,
     host: Arc<Host>,
-    original_src: Option<OriginalSrc>,
+    options: &ConnectOptions,
 ) -> Result<Upstream, ConnectError> {
     let slot = cluster.acquire_connection().ok_or(ConnectError::Overflow)?;
-    if matches!(host.transport, UpstreamTransport::Tls(_)) {
-        cluster.stats.upstream_cx_connect_fail.inc();
-        return Err(ConnectError::TlsUnavailable);
-    }
+    let tls = match host.transport {
+        UpstreamTransport::Tls(_) => match cluster
+            .tls
+            .for_host(&host)
+            .and_then(|tls| tls.readiness().map(|()| tls).map_err(Into::into))
+        {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                cluster.stats.upstream_cx_connect_fail.inc();
+                return Err(ConnectError::TlsUnavailable(e));
+            }
+        },
+        UpstreamTransport::Raw => None,
+    };
     let cfg = &cluster.config;
     let stats = &cluster.stats;
     stats.upstream_cx_total.inc();
     host.stats.cx_total.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let result = tokio::time::timeout(
-        cfg.connect_timeout,
-        open(
+    // As in Envoy, the connect timeout covers the TLS handshake.
+    let result = tokio::time::timeout(cfg.connect_timeout, async {
+        let io = open(
             &host.addr,
-            source(cfg.source_address, original_src),
+            source(cfg.source_address, options.original_src),
             cfg.keepalive,
-        ),
-    )
+        )
+        .await?;
+        match tls {
+            None => Ok(io),
+            Some(tls) => tls
+                .connect(io, options.alpn.as_deref())
+                .await
+                .map(|s| UpstreamIo::Tls(Box::new(s)))
+                .map_err(ConnectError::Tls),
+        }
+    })
     .await;
     // A failed connection is destroyed too: by the peer when refused, by us otherwise.
     if !matches!(result, Ok(Ok(_))) {
@@ -163,6 +212,9 @@ pub async fn connect_host_from(
                 stats.upstream_cx_destroy_local.inc();
             } else {
                 stats.upstream_cx_destroy_remote.inc();
+            }
+            if let ConnectError::Tls(tls) = &e {
+                tracing::debug!(cluster = cluster.name(), host = %host.addr, "{tls}");
             }
             return Err(e);
         }
@@ -277,6 +329,7 @@ impl AsyncRead for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -290,6 +343,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -297,6 +351,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_flush(cx),
             Self::Unix(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -304,6 +359,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 
@@ -315,6 +371,7 @@ impl AsyncWrite for UpstreamIo {
         match self.get_mut() {
             Self::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Self::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -322,6 +379,7 @@ impl AsyncWrite for UpstreamIo {
         match self {
             Self::Tcp(s) => s.is_write_vectored(),
             Self::Unix(s) => s.is_write_vectored(),
+            Self::Tls(_) => false,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::dns;
 use crate::config::cluster::{ClusterConfig, Discovery};
 use crate::config::endpoint::EndpointConfig;
 use crate::stats::{Counter, Gauge, Store};
+use crate::tls::TlsResources;
 
 /// `cluster_manager.*` stats.
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ struct Mutable {
 #[derive(Debug)]
 pub struct ClusterManager {
     store: Store,
+    /// Secrets (and node identity) for the clusters' TLS transports.
+    tls: TlsResources,
     clusters: ArcSwap<HashMap<Arc<str>, Arc<Cluster>>>,
     stats: ManagerStats,
     state: Mutex<Mutable>,
@@ -60,7 +63,15 @@ pub struct ClusterManager {
 // === impl ClusterManager ===
 
 impl ClusterManager {
+    /// A manager whose clusters have no secret store: TLS transports work only with
+    /// inline certificates.
     pub fn new(store: Store) -> Arc<Self> {
+        Self::with_tls(store, TlsResources::default())
+    }
+
+    /// A manager whose clusters take their TLS secrets from `tls` (the proxy's
+    /// `SecretStore`, fed by the bootstrap and SDS).
+    pub fn with_tls(store: Store, tls: TlsResources) -> Arc<Self> {
         let s = store.scope("cluster_manager.");
         let stats = ManagerStats {
             active_clusters: s.gauge("active_clusters"),
@@ -74,6 +85,7 @@ impl ClusterManager {
         stats.warming_clusters.set(0);
         Arc::new(Self {
             store,
+            tls,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             stats,
             state: Mutex::default(),
@@ -120,7 +132,7 @@ impl ClusterManager {
         let mut map = (**self.clusters.load()).clone();
         for cfg in configs {
             let name = cfg.name.to_string();
-            let cluster = Arc::new(Cluster::new(cfg, &self.store));
+            let cluster = Arc::new(Cluster::with_tls(cfg, &self.store, &self.tls));
             self.start_dns(&cluster);
             map.insert(cluster.config.name.clone(), cluster);
             self.state().static_names.insert(name);
@@ -155,7 +167,7 @@ impl ClusterManager {
             if old.is_some_and(|o| o.config.proto == cfg.proto) {
                 continue;
             }
-            let cluster = Arc::new(Cluster::new(cfg, &self.store));
+            let cluster = Arc::new(Cluster::with_tls(cfg, &self.store, &self.tls));
             self.prime_endpoints(&cluster, old);
             self.start_dns(&cluster);
             if old.is_some() {
@@ -212,6 +224,11 @@ impl ClusterManager {
         for s in services {
             state.eds.remove(s);
         }
+    }
+
+    /// The TLS resources clusters are built with.
+    pub fn tls(&self) -> &TlsResources {
+        &self.tls
     }
 
     /// The EDS service names the current clusters need.

@@ -8,5 +8,5 @@ pub mod lb;
 pub mod manager;
 
 pub use cluster::{Cluster, LbContext};
-pub use connect::{ConnectError, Upstream, UpstreamIo, connect};
+pub use connect::{ConnectError, ConnectOptions, Upstream, UpstreamIo, connect};
 pub use manager::ClusterManager;
