@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod io;
 pub mod listener;
 pub mod matcher;
