@@ -38,6 +38,8 @@ struct Add {
 pub struct HeaderMutations {
     remove: Vec<HeaderName>,
     add: Vec<Add>,
+    /// A value reads request headers (`%REQ(...)%`).
+    reads_request: bool,
 }
 
 // === impl HeaderMutations ===
@@ -55,11 +57,24 @@ impl HeaderMutations {
             out.add
                 .push(compile(opt).map_err(|e| e.at(format!("headers_to_add[{i}]")))?);
         }
+        out.reads_request = out.add.iter().any(|a| match &a.value {
+            Template::Format(f) => {
+                let mut keys = Vec::new();
+                f.request_keys(&mut keys);
+                !keys.is_empty()
+            }
+            Template::Literal(_) => false,
+        });
         Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty()
+    }
+
+    /// Whether a value reads request headers (`%REQ(...)%`).
+    pub fn reads_request_headers(&self) -> bool {
+        self.reads_request
     }
 
     /// Applies removals, then additions.

@@ -369,13 +369,13 @@ fn weighted(w: &WeightedCluster) -> Result<WeightedClusters, ConfigError> {
         ));
     }
     #[allow(deprecated)]
-    if let Some(t) = w.total_weight {
-        if u64::from(t.value) != total {
-            return Err(ConfigError::new(format!(
-                "Sum of weights in the weighted_cluster should add up to {}",
-                t.value
-            )));
-        }
+    if let Some(t) = w.total_weight
+        && u64::from(t.value) != total
+    {
+        return Err(ConfigError::new(format!(
+            "Sum of weights in the weighted_cluster should add up to {}",
+            t.value
+        )));
     }
     Ok(WeightedClusters { entries, total })
 }
@@ -515,10 +515,11 @@ impl Redirect {
             final_path.insert(0, '/');
         }
         let path_has_query = matches!(&self.path, RedirectPath::Path(p) if p.contains('?'));
-        if self.strip_query && !path_has_query {
-            if let Some(q) = final_path.find('?') {
-                final_path.truncate(q);
-            }
+        if self.strip_query
+            && !path_has_query
+            && let Some(q) = final_path.find('?')
+        {
+            final_path.truncate(q);
         }
         format!("{final_scheme}://{host}{port}{final_path}")
     }

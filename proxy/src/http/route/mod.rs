@@ -62,6 +62,27 @@ pub struct RouteTable {
     pub most_specific_wins: bool,
 }
 
+/// A matched route with the virtual host and table it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Matched<'a> {
+    pub table: &'a RouteTable,
+    pub vh: &'a VirtualHost,
+    pub route: &'a Route,
+}
+
+// === impl Matched ===
+
+impl<'a> Matched<'a> {
+    /// The request header levels in application order (see [`RouteTable::request_levels`]).
+    pub fn request_levels(&self) -> [&'a HeaderMutations; 3] {
+        self.table.request_levels(self.vh, self.route)
+    }
+
+    pub fn response_levels(&self) -> [&'a HeaderMutations; 3] {
+        self.table.response_levels(self.vh, self.route)
+    }
+}
+
 /// The outcome of routing a request.
 #[derive(Debug, Clone, Copy)]
 pub enum Selected<'a> {
