@@ -410,7 +410,7 @@ impl Body for ResponseBody {
                 pooled,
                 shared,
             } => {
-                let frame = match Pin::new(inner).poll_frame(cx) {
+                let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(f) => f,
                     Poll::Pending => {
                         if poll_idle(this.idle.as_mut(), *this.idle_timeout, this.deadline, cx) {
@@ -429,6 +429,13 @@ impl Body for ResponseBody {
                     Some(Ok(f)) => {
                         if let Some(d) = f.data_ref() {
                             *this.sent += d.len() as u64;
+                        }
+                        // hyper stops polling once a sized body is done: settle it now.
+                        if inner.is_end_stream() {
+                            *this.complete = true;
+                            if let Some(p) = pooled.take().filter(|_| shared.request_done()) {
+                                p.release();
+                            }
                         }
                         Poll::Ready(Some(Ok(f)))
                     }

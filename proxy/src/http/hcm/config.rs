@@ -127,16 +127,15 @@ impl HcmConfig {
             }
         };
         let routes = match &p.route_specifier {
-            Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Static(Arc::new(
-                RouteTable::new(
+            Some(RouteSpecifier::RouteConfig(rc)) => {
+                RouteSource::Static(Arc::new(RouteTable::new(
                     rc,
                     Validation {
                         clusters: Some(&ctx.clusters),
                         default: true,
                     },
-                )
-                .at("route_config")?,
-            )),
+                )?))
+            }
             Some(RouteSpecifier::Rds(rds)) => {
                 if rds.route_config_name.is_empty() {
                     return Err(ConfigError::new("route_config_name is required").at("rds"));

@@ -358,7 +358,11 @@ impl Router {
         attempt_count: bool,
     ) {
         if !self.suppress_envoy_headers {
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            // The first attempt announces the whole timeout, retries what is left of it.
+            let remaining = match attempt {
+                1 => timeouts.global,
+                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            };
             if let Some(t) = timeouts.expected(remaining) {
                 req.headers.insert(
                     request::EXPECTED_TIMEOUT,
