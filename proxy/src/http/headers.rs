@@ -134,7 +134,7 @@ impl RequestHeaderConfig {
         let tls = ds.tls.is_some();
         let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
         let mut trusted: Option<IpAddr> = None;
-        let mut allow_trusted_checks = false;
+        let allow_trusted_checks;
         if self.use_remote_address {
             allow_trusted_checks = !headers.contains_key(X_FORWARDED_FOR);
             if self.xff_num_trusted_hops > 0 {
@@ -154,6 +154,15 @@ impl RequestHeaderConfig {
             if self.xff_num_trusted_hops == 0 || !headers.contains_key(X_FORWARDED_PROTO) {
                 headers.insert(X_FORWARDED_PROTO, scheme.clone());
             }
+        } else {
+            // Envoy's default original IP detection: the XFF entry `xff_num_trusted_hops`
+            // from the end; trusted-address checks only for a single-entry XFF.
+            trusted = last_xff_address(headers, self.xff_num_trusted_hops);
+            allow_trusted_checks = trusted.is_some()
+                && headers
+                    .get(X_FORWARDED_FOR)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| !v.contains(','));
         }
         if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(X_FORWARDED_PROTO, scheme);
@@ -265,6 +274,11 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: &[u8], sep: &[u8]) {
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         headers.insert(name, v);
     }
+}
+
+/// Appends the HCM's `via` value (requests and responses).
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    append(headers, VIA, via.as_bytes(), b", ");
 }
 
 fn append_xff(headers: &mut HeaderMap, ip: IpAddr) {
@@ -419,7 +433,11 @@ mod tests {
         ]);
         let c = cfg().mutate(&mut h, &downstream("10.0.0.9:1234", None), false);
         assert!(!c.edge && !c.internal);
-        assert_eq!(c.remote, "10.0.0.9:1234".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            c.remote,
+            "10.1.1.1:0".parse::<SocketAddr>().unwrap(),
+            "the client per XFF"
+        );
         assert_eq!(h["x-forwarded-for"], "10.1.1.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-request-id"], "abc");

@@ -234,14 +234,9 @@ pub fn canonicalize(path: &str) -> Option<String> {
             out.push("");
         }
     }
-    let mut result = String::with_capacity(path.len());
-    result.push('/');
-    result.push_str(&out.join("/"));
-    // 3. The canonical path never starts with `//`.
-    let trimmed = result.trim_start_matches('/');
-    let mut canonical = String::with_capacity(result.len() + query.len());
+    let mut canonical = String::with_capacity(path.len() + 1);
     canonical.push('/');
-    canonical.push_str(trimmed);
+    canonical.push_str(&out.join("/"));
     canonical.push_str(query);
     Some(canonical)
 }
@@ -250,7 +245,8 @@ pub fn canonicalize(path: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Pairs observed from Envoy 1.40 with `normalize_path: true`.
+    /// Pairs observed from Envoy 1.40 with `normalize_path: true` (the differential test
+    /// re-checks a sample against the running Envoy).
     #[test]
     fn canonicalize_matches_envoy() {
         for (input, want) in [
@@ -282,9 +278,9 @@ mod tests {
             ("/a/b?x=/../y", "/a/b?x=/../y"),
             ("/a%3Fb", "/a%3Fb"),
             ("/a/b/../../../c", "/c"),
-            ("//a", "/a"),
-            ("///a", "/a"),
-            ("//a//b", "/a//b"),
+            ("//a", "//a"),
+            ("///a", "///a"),
+            ("//a//b", "//a//b"),
             ("/a/./", "/a/"),
             ("/.", "/"),
             ("/..", "/"),
@@ -297,7 +293,7 @@ mod tests {
             ("/a/..%2f", "/a/..%2f"),
             ("/.a/..b/...", "/.a/..b/..."),
             ("/a/.;x/b", "/a/b"),
-            ("/.//a", "/a"),
+            ("/.//a", "//a"),
             ("/a/.//b", "/a//b"),
         ] {
             assert_eq!(canonicalize(input).as_deref(), Some(want), "{input}");

@@ -52,7 +52,7 @@ impl Seen {
 }
 
 /// An upstream that answers every request with what it saw (JSON), and:
-/// `/status/<code>` answers with that status; `/slow/<ms>` waits first (`/slow-once/<ms>`
+/// `.../status/<code>` answers with that status; `/slow/<ms>` waits first (`/slow-once/<ms>`
 /// only on the server's first request); `/flaky/<n>` fails
 /// with 503 until it has seen n requests; `/echo` streams the request body back;
 /// `/ws` upgrades and echoes bytes.
@@ -161,7 +161,7 @@ async fn echo(
             .unwrap();
     }
     let mut status = StatusCode::OK;
-    if let Some(ms) = path.strip_prefix("/slow/") {
+    if let Some(ms) = after(&path, "/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
     if let Some(ms) = path.strip_prefix("/slow-once/")
@@ -169,7 +169,7 @@ async fn echo(
     {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
-    if let Some(code) = path.strip_prefix("/status/") {
+    if let Some(code) = after(&path, "/status/") {
         status = StatusCode::from_u16(code.parse().unwrap()).unwrap();
     }
     if let Some(k) = path.strip_prefix("/flaky/")
@@ -209,6 +209,12 @@ async fn echo(
         .header("x-upstream", name)
         .body(full(Bytes::from(seen.to_string())))
         .unwrap()
+}
+
+/// The path segment after a marker anywhere in the path (`/retry/status/503` -> `503`).
+fn after<'a>(path: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &path[path.find(marker)? + marker.len()..];
+    Some(rest.split('/').next().unwrap_or(rest))
 }
 
 /// A cluster manager with STATIC clusters.

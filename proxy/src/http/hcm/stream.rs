@@ -197,6 +197,9 @@ impl Conn {
             }
             _ => {}
         }
+        if let Some(via) = &cfg.headers.via {
+            crate::http::headers::append_via(&mut headers, via);
+        }
         if end.info.protocol != Protocol::Http2 && self.is_draining() {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
@@ -366,6 +369,23 @@ impl Conn {
             Action::Redirect(r) => {
                 hcm.stats.rq_redirect.inc();
                 let location = r.location(view.scheme, &authority, &path, &route.matcher.path);
+                if let Some(rewritten) = r.rewritten_path(&path, &route.matcher.path)
+                    && !hcm.request_keys.is_empty()
+                {
+                    let mut headers = parts.headers.clone();
+                    if let Ok(v) = HeaderValue::from_str(&path) {
+                        headers.insert(crate::http::headers::X_ENVOY_ORIGINAL_PATH, v);
+                    }
+                    let view = HeaderView {
+                        method: Some(&parts.method),
+                        path: Some(&rewritten),
+                        authority: Some(&authority),
+                        scheme: scheme.to_str().ok(),
+                        status: None,
+                        headers: &headers,
+                    };
+                    end.info.request_headers = Captured::capture(&hcm.request_keys, &view);
+                }
                 let mut ready = redirect(end, r.status, &location);
                 self.route_response_headers(end, &mut ready.headers, &table, vh, route, r.status);
                 return (request_id, ready);
@@ -408,7 +428,11 @@ impl Conn {
                 if reply.details == "cluster_not_found" {
                     hcm.stats.no_cluster.inc();
                 }
-                (request_id, local(end, reply))
+                // The router's own replies get the route's response headers.
+                let status = reply.status;
+                let mut ready = local(end, reply);
+                self.route_response_headers(end, &mut ready.headers, &table, vh, route, status);
+                (request_id, ready)
             }
             Outcome::Upstream(f) => {
                 end.info.details = "via_upstream".into();

@@ -477,6 +477,17 @@ impl Redirect {
         })
     }
 
+    /// For prefix and regex redirects, the rewritten request path (Envoy rewrites the
+    /// request's `:path` before building the location, so access logs show it).
+    pub fn rewritten_path(&self, path: &str, path_match: &PathMatch) -> Option<String> {
+        let rewrite = match &self.path {
+            RedirectPath::Prefix(p) => PathRewrite::Prefix(p.clone()),
+            RedirectPath::Regex(re, s) => PathRewrite::Regex(re.clone(), s.clone()),
+            _ => return None,
+        };
+        rewrite.apply(path, path_match)
+    }
+
     /// The `location` for a request (Envoy's `Http::Utility::newUri`). `scheme` is the
     /// request's `x-forwarded-proto`.
     pub fn location(

@@ -188,7 +188,11 @@ impl Router {
             tried.push(host.addr.clone());
             s.info.upstream.host = Some(host.addr.clone());
             if matches!(action.host_rewrite, HostRewrite::Auto) {
-                req.auto_host_rewrite(&host, action.append_x_forwarded_host);
+                req.auto_host_rewrite(
+                    &host,
+                    action.append_x_forwarded_host,
+                    !self.suppress_envoy_headers,
+                );
             }
             let protocol = upstream_protocol(&cluster, req.protocol);
             s.info.upstream.protocol = Some(match protocol {
@@ -359,9 +363,14 @@ impl Router {
     ) {
         if !self.suppress_envoy_headers {
             // The first attempt announces the whole timeout, retries what is left of it.
-            let remaining = match attempt {
-                1 => timeouts.global,
-                _ => deadline.map(|d| d.saturating_duration_since(Instant::now())),
+            let remaining = match (attempt, timeouts.global, deadline) {
+                (1, g, _) => g,
+                // Envoy: the timeout minus the whole milliseconds elapsed.
+                (_, Some(g), Some(d)) => {
+                    let elapsed = g.saturating_sub(d.saturating_duration_since(Instant::now()));
+                    Some(g.saturating_sub(Duration::from_millis(elapsed.as_millis() as u64)))
+                }
+                _ => None,
             };
             if let Some(t) = timeouts.expected(remaining) {
                 req.headers.insert(

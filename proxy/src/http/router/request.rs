@@ -17,6 +17,7 @@ use crate::upstream::host::Host;
 
 pub const EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 pub const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const X_ENVOY_ORIGINAL_HOST: HeaderName = HeaderName::from_static("x-envoy-original-host");
 const UPSTREAM_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 const PER_TRY_TIMEOUT: HeaderName =
     HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
@@ -98,7 +99,7 @@ impl RouterRequest {
             _ => None,
         };
         if let Some(h) = host {
-            self.set_authority(h, action.append_x_forwarded_host);
+            self.set_authority(h, action.append_x_forwarded_host, original_path);
         }
         if let Some(new_path) = action
             .path_rewrite
@@ -112,13 +113,21 @@ impl RouterRequest {
     }
 
     /// `auto_host_rewrite`: the chosen host's hostname, when it has one.
-    pub fn auto_host_rewrite(&mut self, host: &Host, append_xfh: bool) {
+    pub fn auto_host_rewrite(&mut self, host: &Host, append_xfh: bool, keep_original: bool) {
         if !host.hostname.is_empty() {
-            self.set_authority(host.hostname.clone(), append_xfh);
+            self.set_authority(host.hostname.clone(), append_xfh, keep_original);
         }
     }
 
-    fn set_authority(&mut self, host: String, append_xfh: bool) {
+    /// Rewrites `:authority`; `keep_original` records the old one in
+    /// `x-envoy-original-host`, as Envoy's router does unless `suppress_envoy_headers`.
+    fn set_authority(&mut self, host: String, append_xfh: bool, keep_original: bool) {
+        if keep_original
+            && !self.headers.contains_key(&X_ENVOY_ORIGINAL_HOST)
+            && let Ok(old) = HeaderValue::from_str(&self.authority)
+        {
+            self.headers.insert(X_ENVOY_ORIGINAL_HOST, old);
+        }
         if append_xfh && let Ok(old) = HeaderValue::from_str(&self.authority) {
             let joined = match self.headers.get(&X_FORWARDED_HOST) {
                 Some(prev) => [prev.as_bytes(), b",", old.as_bytes()].concat(),
