@@ -257,6 +257,9 @@ fn matrix() -> Vec<Case> {
     ]
 }
 
+/// Which upstream answered, the path it saw, and every header it saw.
+type UpstreamSaw = (String, String, Vec<(String, String)>);
+
 /// What a response looked like, minus what legitimately differs (dates, timings, IDs).
 #[derive(Debug, PartialEq)]
 struct Observed {
@@ -264,7 +267,7 @@ struct Observed {
     response_headers: Vec<(String, String)>,
     /// Local replies: the body. Proxied: which upstream, and what it saw.
     body: String,
-    upstream: Option<(String, String, Vec<(String, String)>)>,
+    upstream: Option<UpstreamSaw>,
 }
 
 async fn observe(addr: SocketAddr, h2: bool, c: &Case) -> Observed {
