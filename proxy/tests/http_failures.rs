@@ -444,3 +444,34 @@ async fn path_normalization_rejects_and_redirects() {
     let (status, _, _) = c.request(get_h1("svc", "/a/%00")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn request_timeout_is_408_while_the_body_is_still_arriving() {
+    let up = Echo::start("a", false).await;
+    let t = Logged::start(
+        &[static_cluster("backend", &[up.addr], "")],
+        "    - { match: { prefix: / }, route: { cluster: backend, timeout: 0s } }",
+        "request_timeout: 0.1s",
+    )
+    .await;
+    let io =
+        hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(t.proxy.addr).await.unwrap());
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    let (chunks, body) = channel_body();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/collects-the-body-first")
+        .header("host", "svc")
+        .body(body)
+        .unwrap();
+    chunks
+        .send(Ok(hyper::body::Frame::data(Bytes::from_static(b"partial"))))
+        .await
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    drop(chunks);
+    let line = &t.lines(1).await[0];
+    assert!(line.starts_with("408 - request_overall_timeout"), "{line}");
+}

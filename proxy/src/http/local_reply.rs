@@ -228,16 +228,6 @@ impl LocalReply {
             ..Self::new(StatusCode::FORBIDDEN, "RBAC: access denied", "", None)
         }
     }
-
-    /// 503 `upstream max stream duration reached` (`UMSDR`).
-    pub fn max_stream_duration() -> Self {
-        Self::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "upstream max stream duration reached",
-            "upstream_max_stream_duration_reached",
-            Some(ResponseFlag::UpstreamMaxStreamDurationReached),
-        )
-    }
 }
 
 #[cfg(test)]

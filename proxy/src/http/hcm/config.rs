@@ -281,6 +281,29 @@ fn reject_unsupported(p: &HcmProto) -> Result<(), ConfigError> {
     if p.path_normalization_options.is_some() {
         return bad("path_normalization_options", "path normalization options");
     }
+    if let Some(c) = &p.common_http_protocol_options {
+        if c.max_stream_duration
+            .as_ref()
+            .is_some_and(|d| d.seconds != 0 || d.nanos != 0)
+        {
+            return bad(
+                "common_http_protocol_options.max_stream_duration",
+                "a stream duration limit",
+            );
+        }
+        if c.headers_with_underscores_action != 0 {
+            return bad(
+                "common_http_protocol_options.headers_with_underscores_action",
+                "rejecting or dropping headers with underscores",
+            );
+        }
+        if c.max_requests_per_connection.is_some_and(|m| m.value != 0) {
+            return bad(
+                "common_http_protocol_options.max_requests_per_connection",
+                "a downstream request limit per connection",
+            );
+        }
+    }
     if p.add_user_agent.is_some_and(|b| b.value) {
         tracing::warn!(
             "add_user_agent is not implemented; x-envoy-downstream-service-cluster is not set"

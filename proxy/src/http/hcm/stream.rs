@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, LOCATION, SERVER};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -15,14 +16,18 @@ use tokio::time::Instant;
 use super::config::{HcmConfig, ServerHeader};
 use super::{Conn, Hcm};
 use crate::http::body::{ResponseBody, ResponseKind, StreamShared};
+use crate::http::filter::AlpnOverrides;
 use crate::http::filter::{AuthzDecision, AuthzRequest, HttpFilter};
 use crate::http::format::{Context, Headers};
+use crate::http::headers::Classified;
 use crate::http::headers::{X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::http::local_reply::LocalReply;
 use crate::http::path::Normalized;
 use crate::http::pool::{ClusterHttp, RequestSlot};
 use crate::http::route::action::port_start;
-use crate::http::route::{Action, Matched, RequestView, RouteAction, Selected};
+use crate::http::route::{
+    Action, Matched, Redirect, RequestView, RouteAction, RouteTable, Selected,
+};
 use crate::http::router::{self, Outcome, RouterRequest};
 use crate::http::stream_info::{Captured, HeaderView, Protocol, ResponseFlag, StreamInfo};
 use crate::upstream::lb;
@@ -116,6 +121,35 @@ impl Drop for StreamEnd {
     }
 }
 
+/// A request after the connection manager's checks and rewrites, ready to route.
+#[derive(Debug)]
+struct Prepared {
+    parts: http::request::Parts,
+    authority: String,
+    /// `:path` after normalization.
+    path: String,
+    /// `x-forwarded-proto`.
+    scheme: HeaderValue,
+    classified: Classified,
+    upgrade: Option<Box<str>>,
+    request_id: Option<HeaderValue>,
+}
+
+// === impl Prepared ===
+
+impl Prepared {
+    fn view<'a>(&'a self, path: &'a str, headers: &'a HeaderMap) -> HeaderView<'a> {
+        HeaderView {
+            method: Some(&self.parts.method),
+            path: Some(path),
+            authority: Some(&self.authority),
+            scheme: self.scheme.to_str().ok(),
+            status: None,
+            headers,
+        }
+    }
+}
+
 /// A response ready to go downstream.
 #[derive(Debug)]
 struct Ready {
@@ -123,6 +157,8 @@ struct Ready {
     headers: HeaderMap,
     kind: ResponseKind,
     upstream: Option<(Arc<ClusterHttp>, RequestSlot, Instant)>,
+    /// The stream idle timeout while the body streams.
+    idle: Option<Duration>,
 }
 
 // === impl Conn ===
@@ -187,6 +223,7 @@ impl Conn {
             mut headers,
             kind,
             upstream,
+            idle,
         } = ready;
         match cfg.server_header {
             ServerHeader::Overwrite => {
@@ -217,10 +254,6 @@ impl Conn {
             end.info.response_headers = Captured::capture(&self.hcm.response_keys, &view);
         }
         end.upstream = upstream;
-        let idle = match &kind {
-            ResponseKind::Upstream { .. } => cfg.stream_idle_timeout,
-            ResponseKind::Full(_) => None,
-        };
         let mut response = Response::new(ResponseBody::new(kind, idle, Some(end)));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -235,31 +268,66 @@ impl Conn {
         end: &mut StreamEnd,
     ) -> (Option<HeaderValue>, Ready) {
         let hcm: &Hcm = &self.hcm;
+        let (parts, body) = req.into_parts();
+        let p = match self.prepare(parts, end) {
+            Ok(p) => p,
+            Err(done) => return done,
+        };
+        let rid = p.request_id.clone();
+        let Some(table) = hcm.config.routes.current() else {
+            hcm.stats.no_route.inc();
+            return (rid, local(end, LocalReply::no_route()));
+        };
+        let (matched, alpn) = match self.route(&p, &table, end) {
+            Ok(m) => m,
+            Err(ready) => return (rid, ready),
+        };
+        end.info.route_name = matched.route.name.clone();
+        let ready = match &matched.route.action {
+            Action::Direct(d) => {
+                hcm.stats.rq_direct_response.inc();
+                let reply = LocalReply {
+                    status: d.status,
+                    body: d.body.clone().unwrap_or_default(),
+                    details: "direct_response".into(),
+                    flag: None,
+                };
+                let mut ready = local(end, reply);
+                self.route_response_headers(end, &mut ready.headers, matched, d.status);
+                ready
+            }
+            Action::Redirect(r) => self.redirect(&p, matched, r, end),
+            Action::Forward(a) => self.forward(p, body, matched, a, alpn, end).await,
+        };
+        (rid, ready)
+    }
+
+    /// The connection manager's checks and rewrites before routing: authority, header size,
+    /// Envoy's request header mutation, host and path normalization.
+    #[allow(clippy::result_large_err)] // The error is the stream's final reply, made once.
+    fn prepare(
+        &self,
+        mut parts: http::request::Parts,
+        end: &mut StreamEnd,
+    ) -> Result<Prepared, (Option<HeaderValue>, Ready)> {
+        let hcm: &Hcm = &self.hcm;
         let cfg = &hcm.config;
-        let (mut parts, body) = req.into_parts();
         let upgrade = upgrade_type(&parts.headers, end.info.protocol);
         let Some(mut authority) = authority(&parts) else {
-            return (
-                None,
-                local(
-                    end,
-                    LocalReply::new(StatusCode::BAD_REQUEST, "", "missing_host_header", None),
-                ),
-            );
+            let reply = LocalReply::new(StatusCode::BAD_REQUEST, "", "missing_host_header", None);
+            return Err((None, local(end, reply)));
         };
         parts.headers.remove(HOST);
         if header_bytes(&parts.headers) + authority.len() > cfg.max_request_headers_bytes {
-            return (None, local(end, LocalReply::headers_too_large()));
+            return Err((None, local(end, LocalReply::headers_too_large())));
         }
         let classified =
             cfg.headers
                 .mutate(&mut parts.headers, &self.downstream, upgrade.is_some());
         end.info.remote = classified.remote;
         if cfg.append_x_forwarded_port && !parts.headers.contains_key(X_FORWARDED_PORT) {
-            parts.headers.insert(
-                X_FORWARDED_PORT,
-                HeaderValue::from(self.downstream.local.port()),
-            );
+            let port = HeaderValue::from(self.downstream.local.port());
+            parts.headers.insert(X_FORWARDED_PORT, port);
         }
         let request_id = parts.headers.get(X_REQUEST_ID).cloned();
         normalize_host(cfg, &mut authority, self.downstream.local.port());
@@ -269,7 +337,7 @@ impl Conn {
             Normalized::Continue(Some(p)) => p,
             Normalized::Reject => {
                 hcm.stats.downstream_rq_failed_path_normalization.inc();
-                return (request_id, local(end, LocalReply::bad_path()));
+                return Err((request_id, local(end, LocalReply::bad_path())));
             }
             Normalized::Redirect(p) => {
                 hcm.stats
@@ -281,7 +349,7 @@ impl Conn {
                 if let Ok(v) = HeaderValue::from_str(&p) {
                     ready.headers.insert(LOCATION, v);
                 }
-                return (request_id, ready);
+                return Err((request_id, ready));
             }
         };
         let scheme = parts
@@ -289,45 +357,53 @@ impl Conn {
             .get(X_FORWARDED_PROTO)
             .cloned()
             .unwrap_or(HeaderValue::from_static("http"));
-        if !hcm.request_keys.is_empty() {
-            let view = HeaderView {
-                method: Some(&parts.method),
-                path: Some(&path),
-                authority: Some(&authority),
-                scheme: scheme.to_str().ok(),
-                status: None,
-                headers: &parts.headers,
-            };
-            end.info.request_headers = Captured::capture(&hcm.request_keys, &view);
-        }
-        let Some(table) = cfg.routes.current() else {
-            hcm.stats.no_route.inc();
-            return (request_id, local(end, LocalReply::no_route()));
+        let p = Prepared {
+            parts,
+            authority,
+            path,
+            scheme,
+            classified,
+            upgrade,
+            request_id,
         };
+        if !hcm.request_keys.is_empty() {
+            end.info.request_headers =
+                Captured::capture(&hcm.request_keys, &p.view(&p.path, &p.parts.headers));
+        }
+        Ok(p)
+    }
+
+    /// Selects the route and runs the decoder filters before the router. A filter's local
+    /// reply (RBAC's 403) or the lack of a route ends the stream here.
+    #[allow(clippy::result_large_err)] // The error is the stream's final reply, made once.
+    fn route<'t>(
+        &'t self,
+        p: &Prepared,
+        table: &'t RouteTable,
+        end: &mut StreamEnd,
+    ) -> Result<(Matched<'t>, Option<&'t AlpnOverrides>), Ready> {
+        let hcm: &Hcm = &self.hcm;
         let view = RequestView {
-            method: &parts.method,
-            scheme: scheme.to_str().unwrap_or("http"),
-            authority: &authority,
-            path: &path,
-            headers: &parts.headers,
+            method: &p.parts.method,
+            scheme: p.scheme.to_str().unwrap_or("http"),
+            authority: &p.authority,
+            path: &p.path,
+            headers: &p.parts.headers,
             tls: self.downstream.tls.as_deref(),
-            internal: classified.internal,
+            internal: p.classified.internal,
         };
         let selected = table.select(&view, lb::random());
         let mut alpn = None;
-        for f in &cfg.filters {
+        for f in &hcm.config.filters {
             match f {
                 HttpFilter::Rbac(authz) => {
                     let decision = authz.authorize(&AuthzRequest {
                         request: &view,
                         downstream: &self.downstream,
-                        remote: classified.remote,
+                        remote: p.classified.remote,
                     });
                     if let AuthzDecision::Deny { policy } = decision {
-                        return (
-                            request_id,
-                            local(end, LocalReply::rbac_denied(policy.as_deref())),
-                        );
+                        return Err(local(end, LocalReply::rbac_denied(policy.as_deref())));
                     }
                 }
                 HttpFilter::Alpn(a) => alpn = Some(a),
@@ -335,93 +411,93 @@ impl Conn {
                 HttpFilter::Router { .. } => break,
             }
         }
-        let (vh, route) = match selected {
+        match selected {
             Selected::NoVirtualHost | Selected::NoRoute(_) => {
                 hcm.stats.no_route.inc();
-                return (request_id, local(end, LocalReply::no_route()));
+                Err(local(end, LocalReply::no_route()))
             }
             Selected::TlsRedirect(_) => {
                 hcm.stats.rq_redirect.inc();
-                let location = format!("https://{authority}{path}");
-                return (
-                    request_id,
-                    redirect(end, StatusCode::MOVED_PERMANENTLY, &location),
-                );
+                let location = format!("https://{}{}", p.authority, p.path);
+                Err(redirect(end, StatusCode::MOVED_PERMANENTLY, &location))
             }
-            Selected::Route(vh, route) => (vh, route),
-        };
-        end.info.route_name = route.name.clone();
-        let action = match &route.action {
-            Action::Direct(d) => {
-                hcm.stats.rq_direct_response.inc();
-                let mut ready = local(
-                    end,
-                    LocalReply {
-                        status: d.status,
-                        body: d.body.clone().unwrap_or_default(),
-                        details: "direct_response".into(),
-                        flag: None,
-                    },
-                );
-                self.route_response_headers(end, &mut ready.headers, &table, vh, route, d.status);
-                return (request_id, ready);
+            Selected::Route(vh, route) => Ok((Matched { table, vh, route }, alpn)),
+        }
+    }
+
+    /// A `redirect` route's reply. Prefix and regex redirects rewrite the request path first,
+    /// as Envoy does, so the access log shows both paths.
+    fn redirect(
+        &self,
+        p: &Prepared,
+        matched: Matched<'_>,
+        r: &Redirect,
+        end: &mut StreamEnd,
+    ) -> Ready {
+        let hcm: &Hcm = &self.hcm;
+        hcm.stats.rq_redirect.inc();
+        let path_match = &matched.route.matcher.path;
+        let scheme = p.scheme.to_str().unwrap_or("http");
+        let location = r.location(scheme, &p.authority, &p.path, path_match);
+        if let Some(rewritten) = r.rewritten_path(&p.path, path_match)
+            && !hcm.request_keys.is_empty()
+        {
+            let mut headers = p.parts.headers.clone();
+            if let Ok(v) = HeaderValue::from_str(&p.path) {
+                headers.insert(crate::http::headers::X_ENVOY_ORIGINAL_PATH, v);
             }
-            Action::Redirect(r) => {
-                hcm.stats.rq_redirect.inc();
-                let location = r.location(view.scheme, &authority, &path, &route.matcher.path);
-                if let Some(rewritten) = r.rewritten_path(&path, &route.matcher.path)
-                    && !hcm.request_keys.is_empty()
-                {
-                    let mut headers = parts.headers.clone();
-                    if let Ok(v) = HeaderValue::from_str(&path) {
-                        headers.insert(crate::http::headers::X_ENVOY_ORIGINAL_PATH, v);
-                    }
-                    let view = HeaderView {
-                        method: Some(&parts.method),
-                        path: Some(&rewritten),
-                        authority: Some(&authority),
-                        scheme: scheme.to_str().ok(),
-                        status: None,
-                        headers: &headers,
-                    };
-                    end.info.request_headers = Captured::capture(&hcm.request_keys, &view);
-                }
-                let mut ready = redirect(end, r.status, &location);
-                self.route_response_headers(end, &mut ready.headers, &table, vh, route, r.status);
-                return (request_id, ready);
-            }
-            Action::Forward(a) => a,
-        };
-        let on_upgrade = match &upgrade {
+            end.info.request_headers =
+                Captured::capture(&hcm.request_keys, &p.view(&rewritten, &headers));
+        }
+        let mut ready = redirect(end, r.status, &location);
+        self.route_response_headers(end, &mut ready.headers, matched, r.status);
+        ready
+    }
+
+    /// A `route` action: upgrades checked, then the router.
+    async fn forward(
+        &self,
+        mut p: Prepared,
+        body: Incoming,
+        matched: Matched<'_>,
+        action: &RouteAction,
+        alpn: Option<&AlpnOverrides>,
+        end: &mut StreamEnd,
+    ) -> Ready {
+        let hcm: &Hcm = &self.hcm;
+        let cfg = &hcm.config;
+        let on_upgrade = match &p.upgrade {
             Some(t) if !upgrade_allowed(cfg, action, t) => {
                 hcm.stats.downstream_rq_ws_on_non_ws_route.inc();
-                return (request_id, local(end, LocalReply::upgrade_failed()));
+                return local(end, LocalReply::upgrade_failed());
             }
-            Some(_) => parts.extensions.remove::<OnUpgrade>(),
+            Some(_) => p.parts.extensions.remove::<OnUpgrade>(),
             None => None,
         };
+        let idle = match action.idle_timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => cfg.stream_idle_timeout,
+        };
         let req = RouterRequest {
-            method: parts.method,
-            path,
-            authority,
-            scheme,
-            headers: parts.headers,
+            method: p.parts.method,
+            path: p.path,
+            authority: p.authority,
+            scheme: p.scheme,
+            headers: p.parts.headers,
             protocol: end.info.protocol,
-            internal: classified.internal,
+            internal: p.classified.internal,
         };
         let stream = router::Stream {
-            matched: Matched {
-                table: &table,
-                vh,
-                route,
-            },
+            matched,
             action,
             downstream: &self.downstream,
             alpn,
             info: &mut end.info,
             shared: &end.shared,
             request_keys: &hcm.request_keys,
-            stream_idle_timeout: cfg.stream_idle_timeout,
+            stream_idle_timeout: idle,
+            request_timeout: cfg.request_timeout,
         };
         match hcm.router.forward(stream, req, body, on_upgrade).await {
             Outcome::Local(reply) => {
@@ -431,13 +507,13 @@ impl Conn {
                 // The router's own replies get the route's response headers.
                 let status = reply.status;
                 let mut ready = local(end, reply);
-                self.route_response_headers(end, &mut ready.headers, &table, vh, route, status);
-                (request_id, ready)
+                self.route_response_headers(end, &mut ready.headers, matched, status);
+                ready
             }
             Outcome::Upstream(f) => {
                 end.info.details = "via_upstream".into();
                 let (parts, inner) = f.response.into_parts();
-                let ready = Ready {
+                Ready {
                     status: parts.status,
                     headers: parts.headers,
                     kind: ResponseKind::Upstream {
@@ -446,8 +522,8 @@ impl Conn {
                         shared: end.shared.clone(),
                     },
                     upstream: Some((f.cluster, f.slot, f.started)),
-                };
-                (request_id, ready)
+                    idle,
+                }
             }
         }
     }
@@ -456,12 +532,10 @@ impl Conn {
         &self,
         end: &StreamEnd,
         headers: &mut HeaderMap,
-        table: &crate::http::route::RouteTable,
-        vh: &crate::http::route::VirtualHost,
-        route: &crate::http::route::Route,
+        matched: Matched<'_>,
         status: StatusCode,
     ) {
-        for level in table.response_levels(vh, route) {
+        for level in matched.response_levels() {
             if level.is_empty() {
                 continue;
             }
@@ -498,6 +572,7 @@ fn local(end: &mut StreamEnd, reply: LocalReply) -> Ready {
         headers,
         kind,
         upstream: None,
+        idle: None,
     }
 }
 

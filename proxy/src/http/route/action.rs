@@ -78,6 +78,7 @@ pub struct RouteAction {
     pub append_x_forwarded_host: bool,
     /// `None`: no timeout (`0s`).
     pub timeout: Option<Duration>,
+    /// Overrides the HCM's `stream_idle_timeout` for this route (`0s` disables it).
     pub idle_timeout: Option<Duration>,
     /// The route's policy, else the virtual host's.
     pub retry: Option<Arc<RetryPolicy>>,
@@ -86,7 +87,6 @@ pub struct RouteAction {
     /// `grpc_timeout_header_max` (or the older `max_grpc_timeout`): when set, a `grpc-timeout`
     /// header sets the timeout, capped by this unless it is zero.
     pub grpc_timeout_max: Option<Duration>,
-    pub max_stream_duration: Option<Duration>,
 }
 
 /// The path part of a redirect.
@@ -210,6 +210,22 @@ impl RouteAction {
             d.map(duration).transpose().at(field.to_string())
         };
         let msd = a.max_stream_duration.as_ref();
+        let stream_max = opt(
+            msd.and_then(|m| m.max_stream_duration.as_ref()),
+            "max_stream_duration.max_stream_duration",
+        )?;
+        if stream_max.is_some_and(|d| !d.is_zero()) {
+            return Err(
+                ConfigError::new("a non-zero max_stream_duration is not supported")
+                    .at("max_stream_duration.max_stream_duration"),
+            );
+        }
+        if msd.is_some_and(|m| m.grpc_timeout_header_offset.is_some()) {
+            return Err(
+                ConfigError::new("grpc_timeout_header_offset is not supported")
+                    .at("max_stream_duration.grpc_timeout_header_offset"),
+            );
+        }
         #[allow(deprecated)]
         let grpc_timeout_max = match opt(
             msd.and_then(|m| m.grpc_timeout_header_max.as_ref()),
@@ -244,15 +260,10 @@ impl RouteAction {
             host_rewrite,
             append_x_forwarded_host: a.append_x_forwarded_host,
             timeout,
-            idle_timeout: opt(a.idle_timeout.as_ref(), "idle_timeout")?.filter(|d| !d.is_zero()),
+            idle_timeout: opt(a.idle_timeout.as_ref(), "idle_timeout")?,
             retry,
             upgrades,
             grpc_timeout_max,
-            max_stream_duration: opt(
-                msd.and_then(|m| m.max_stream_duration.as_ref()),
-                "max_stream_duration.max_stream_duration",
-            )?
-            .filter(|d| !d.is_zero()),
         })
     }
 

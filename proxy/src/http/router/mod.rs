@@ -3,6 +3,7 @@
 //! timeouts and retry policy. Failures become Envoy's local replies.
 
 pub mod request;
+mod retries;
 mod upgrade;
 
 use std::sync::Arc;
@@ -19,10 +20,11 @@ use super::body::{RequestBody, StreamShared};
 use super::filter::AlpnOverrides;
 use super::format::{Context, Headers};
 use super::local_reply::LocalReply;
+use super::local_reply::ResetReason;
 use super::pool::{
     ClusterHttp, HostPool, PooledH1, Pools, RequestSlot, SendError, Sent, UpstreamProtocol,
 };
-use super::retry::{ResetKind, RetryOn, RetryPolicy};
+use super::retry::{ResetKind, RetryPolicy};
 use super::route::action::{ClusterSpec, HostRewrite, WeightedEntry};
 use super::route::{Matched, RouteAction};
 use super::stream_info::{Captured, HeaderKey, HeaderView, Protocol, ResponseFlag, StreamInfo};
@@ -30,6 +32,7 @@ use crate::config::cluster::{UpstreamHttp, UpstreamTransport};
 use crate::conn::Downstream;
 use crate::upstream::host::{Host, HostAddr};
 use crate::upstream::{Cluster, LbContext, lb};
+use retries::{Next, Retries};
 
 const UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
@@ -56,6 +59,8 @@ pub struct Stream<'a> {
     /// Request headers the access logs read (captured once the headers are final).
     pub request_keys: &'a [HeaderKey],
     pub stream_idle_timeout: Option<Duration>,
+    /// The HCM's `request_timeout`: the whole request must arrive within it.
+    pub request_timeout: Option<Duration>,
 }
 
 /// An upstream response on its way downstream.
@@ -81,6 +86,18 @@ enum Attempt {
     PerTryTimeout,
     GlobalTimeout,
     IdleTimeout,
+    RequestTimeout,
+}
+
+/// The clocks an attempt races against.
+#[derive(Debug, Clone)]
+struct Deadlines {
+    global: Option<Instant>,
+    per_try: Option<Duration>,
+    /// The stream idle timeout (or the retry policy's per-try idle timeout).
+    idle: Option<Duration>,
+    /// `request_timeout`: fires only while the request body is still arriving.
+    request: Option<(Instant, Arc<StreamShared>)>,
 }
 
 // === impl Router ===
@@ -143,150 +160,74 @@ impl Router {
 
     async fn forward_with_retries(
         &self,
-        s: Stream<'_>,
+        mut s: Stream<'_>,
         cluster: Arc<Cluster>,
         ch: Arc<ClusterHttp>,
         weighted: Option<&WeightedEntry>,
         mut req: RouterRequest,
         body: Incoming,
     ) -> Outcome {
-        let action = s.action;
-        let timeouts = Timeouts::new(action, &req.headers);
-        let deadline = timeouts.global.map(|d| Instant::now() + d);
-        let policy = action.retry.as_deref().filter(|p| {
-            p.request_retriable(&super::route::RequestView {
-                method: &req.method,
-                scheme: req.scheme.to_str().unwrap_or("http"),
-                authority: &req.authority,
-                path: &req.path,
-                headers: &req.headers,
-                tls: s.downstream.tls.as_deref(),
-                internal: req.internal,
-            })
-        });
-        let retry_on = policy.map_or(RetryOn::default(), |p| p.on);
-        let max_retries = if retry_on.is_empty() {
-            0
-        } else {
-            policy.map_or(0, |p| p.num_retries)
+        let timeouts = Timeouts::new(s.action, &req.headers);
+        let now = Instant::now();
+        let policy = s.action.retry.as_deref();
+        let deadlines = Deadlines {
+            global: timeouts.global.map(|d| now + d),
+            per_try: timeouts.per_try,
+            idle: min_opt(
+                s.stream_idle_timeout,
+                policy.and_then(|p| p.per_try_idle_timeout),
+            ),
+            request: s
+                .request_timeout
+                .map(|t| (Instant::from_std(s.info.started) + t, s.shared.clone())),
         };
-        let replay_limit = (max_retries > 0).then_some(self.retry_buffer_limit);
-        let (first, replay) = RequestBody::new(body, s.shared.clone(), replay_limit);
-        let mut first = Some(first);
-        let lb_ctx = LbContext {
-            original_dst: Some(s.downstream.local),
-        };
+        let mut retries = Retries::new(
+            policy,
+            &view(&req, s.downstream),
+            (body, s.shared.clone()),
+            self.retry_buffer_limit,
+            deadlines.global,
+        );
         let mut tried: Vec<HostAddr> = Vec::new();
         let mut attempt = 0u32;
-        let mut _retry_slot = None;
         loop {
             attempt += 1;
-            s.info.upstream.attempts = attempt;
-            let Some(host) = choose(&cluster, &lb_ctx, policy, &tried) else {
-                return Outcome::Local(LocalReply::no_healthy_upstream());
-            };
-            tried.push(host.addr.clone());
-            s.info.upstream.host = Some(host.addr.clone());
-            if matches!(action.host_rewrite, HostRewrite::Auto) {
-                req.auto_host_rewrite(
-                    &host,
-                    action.append_x_forwarded_host,
-                    !self.suppress_envoy_headers,
-                );
-            }
-            let protocol = upstream_protocol(&cluster, req.protocol);
-            s.info.upstream.protocol = Some(match protocol {
-                UpstreamProtocol::Http1 => Protocol::Http11,
-                UpstreamProtocol::Http2 => Protocol::Http2,
-            });
-            self.attempt_headers(
+            let prepared = self.prepare_attempt(
+                &mut s,
+                &cluster,
+                &ch,
                 &mut req,
-                &timeouts,
-                deadline,
+                &mut retries,
+                &mut tried,
                 attempt,
-                s.matched.vh.include_attempt_count_in_request,
+                &timeouts,
+                deadlines.global,
             );
-            let body = match (first.take(), &replay) {
-                (Some(b), _) => b,
-                (None, Some(r)) => r.request_body(),
-                (None, None) => RequestBody::Empty,
+            let (pool, upstream_req) = match prepared {
+                Ok(p) => p,
+                Err(reply) => return Outcome::Local(reply),
             };
-            let keep = replay.is_some() && attempt <= max_retries;
-            let tls = matches!(host.transport, UpstreamTransport::Tls(_));
-            let Some(upstream_req) = req.build(protocol, tls, body, keep) else {
-                return Outcome::Local(LocalReply::new(
-                    StatusCode::BAD_REQUEST,
-                    "",
-                    "invalid_request",
-                    None,
-                ));
-            };
-            let alpn = s.alpn.and_then(|a| a.for_protocol(protocol, req.protocol));
-            let pool = self.pools.host(&ch, &host, protocol, alpn);
             let Some(slot) = ch.try_request() else {
-                return Outcome::Local(LocalReply::reset(
-                    &super::local_reply::ResetReason::Overflow,
-                    attempt > 1,
-                ));
+                return Outcome::Local(LocalReply::reset(&ResetReason::Overflow, attempt > 1));
             };
             let started = Instant::now();
-            let result = run_attempt(
-                &pool,
-                upstream_req,
-                &timeouts,
-                deadline,
-                s.stream_idle_timeout,
-                started,
-            )
-            .await;
-            let kind = match result {
+            let (kind, reason) = match run_attempt(&pool, upstream_req, &deadlines, started).await {
                 Attempt::Sent(sent) => {
                     let status = sent.response.status();
-                    let retry = policy.is_some_and(|p| {
-                        p.retry_response(
-                            retry_on,
-                            status,
-                            sent.response.headers(),
-                            &view(&req, s.downstream),
-                        )
-                    });
-                    if retry {
-                        if let Some(slot_r) =
-                            self.may_retry(&ch, attempt, max_retries, replay.as_ref(), s.info)
-                        {
+                    let headers = sent.response.headers();
+                    if retries.wants_response(status, headers, &view(&req, s.downstream)) {
+                        if retries.allow(&ch, attempt, s.info) {
                             ch.stats.record_status(status.as_u16());
-                            drop(sent);
-                            drop(slot);
-                            _retry_slot = Some(slot_r);
-                            if !backoff(policy, attempt, deadline, &ch).await {
-                                return timeout_reply(&ch);
+                            drop((sent, slot));
+                            match retries.backoff(&ch, attempt).await {
+                                Next::Retry => continue,
+                                Next::TimedOut => return timeout_reply(&ch),
                             }
-                            continue;
                         }
                     } else if attempt > 1 {
                         ch.stats.upstream_rq_retry_success.inc();
                     }
-                    let sent = *sent;
-                    let mut response = sent.response;
-                    self.finish_response(
-                        &mut response,
-                        s.matched,
-                        weighted,
-                        started,
-                        attempt,
-                        s.info,
-                        s.downstream,
-                    );
-                    ch.stats.record_status(status.as_u16());
-                    s.info.upstream.local = sent.local;
-                    s.info.first_upstream_rx = Some(s.info.elapsed());
-                    return Outcome::Upstream(Forwarded {
-                        response,
-                        pooled: sent.pooled,
-                        slot,
-                        cluster: ch,
-                        started,
-                    });
+                    return self.deliver(s, ch, weighted, *sent, slot, started, attempt);
                 }
                 Attempt::Failed(err) if err.no_healthy => {
                     return Outcome::Local(LocalReply::no_healthy_upstream());
@@ -309,19 +250,14 @@ impl Router {
                     s.info.flags.set(ResponseFlag::StreamIdleTimeout);
                     return Outcome::Local(LocalReply::stream_idle_timeout());
                 }
+                Attempt::RequestTimeout => return Outcome::Local(LocalReply::request_timeout()),
             };
             drop(slot);
-            let (kind, reason) = kind;
-            if policy.is_some()
-                && RetryPolicy::retry_reset(retry_on, kind)
-                && let Some(slot_r) =
-                    self.may_retry(&ch, attempt, max_retries, replay.as_ref(), s.info)
-            {
-                _retry_slot = Some(slot_r);
-                if !backoff(policy, attempt, deadline, &ch).await {
-                    return timeout_reply(&ch);
+            if retries.wants_reset(kind) && retries.allow(&ch, attempt, s.info) {
+                match retries.backoff(&ch, attempt).await {
+                    Next::Retry => continue,
+                    Next::TimedOut => return timeout_reply(&ch),
                 }
-                continue;
             }
             return Outcome::Local(match reason {
                 Some(r) => LocalReply::reset(&r, attempt > 1),
@@ -330,27 +266,90 @@ impl Router {
         }
     }
 
-    /// Whether a retry may happen now: retries left, the body replayable, and the
-    /// `max_retries` circuit breaker closed.
-    fn may_retry(
+    /// Everything before sending attempt `attempt`: the host (avoiding those tried when the
+    /// policy says so), the protocol, Envoy's per-attempt headers, the body and the pool.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_attempt(
         &self,
+        s: &mut Stream<'_>,
+        cluster: &Cluster,
         ch: &Arc<ClusterHttp>,
+        req: &mut RouterRequest,
+        retries: &mut Retries<'_>,
+        tried: &mut Vec<HostAddr>,
         attempt: u32,
-        max_retries: u32,
-        replay: Option<&super::body::Replay>,
-        info: &mut StreamInfo,
-    ) -> Option<super::pool::RetrySlot> {
-        if attempt > max_retries {
-            ch.stats.upstream_rq_retry_limit_exceeded.inc();
-            info.flags.set(ResponseFlag::UpstreamRetryLimitExceeded);
-            return None;
+        timeouts: &Timeouts,
+        deadline: Option<Instant>,
+    ) -> Result<(Arc<HostPool>, http::Request<RequestBody>), LocalReply> {
+        s.info.upstream.attempts = attempt;
+        let lb_ctx = LbContext {
+            original_dst: Some(s.downstream.local),
+        };
+        let host = choose(cluster, &lb_ctx, retries.policy(), tried)
+            .ok_or_else(LocalReply::no_healthy_upstream)?;
+        tried.push(host.addr.clone());
+        s.info.upstream.host = Some(host.addr.clone());
+        if matches!(s.action.host_rewrite, HostRewrite::Auto) {
+            req.auto_host_rewrite(
+                &host,
+                s.action.append_x_forwarded_host,
+                !self.suppress_envoy_headers,
+            );
         }
-        if !replay.is_some_and(|r| r.replayable()) {
-            return None;
-        }
-        let slot = ch.try_retry()?;
-        ch.stats.upstream_rq_retry.inc();
-        Some(slot)
+        let protocol = upstream_protocol(cluster, req.protocol);
+        s.info.upstream.protocol = Some(match protocol {
+            UpstreamProtocol::Http1 => Protocol::Http11,
+            UpstreamProtocol::Http2 => Protocol::Http2,
+        });
+        self.attempt_headers(
+            req,
+            timeouts,
+            deadline,
+            attempt,
+            s.matched.vh.include_attempt_count_in_request,
+        );
+        let tls = matches!(host.transport, UpstreamTransport::Tls(_));
+        let keep = retries.may_follow(attempt);
+        let upstream_req = req
+            .build(protocol, tls, retries.body(), keep)
+            .ok_or_else(|| LocalReply::new(StatusCode::BAD_REQUEST, "", "invalid_request", None))?;
+        let alpn = s.alpn.and_then(|a| a.for_protocol(protocol, req.protocol));
+        Ok((self.pools.host(ch, &host, protocol, alpn), upstream_req))
+    }
+
+    /// The upstream response, finished for downstream.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &self,
+        s: Stream<'_>,
+        ch: Arc<ClusterHttp>,
+        weighted: Option<&WeightedEntry>,
+        sent: Sent,
+        slot: RequestSlot,
+        started: Instant,
+        attempt: u32,
+    ) -> Outcome {
+        let status = sent.response.status();
+        let mut response = sent.response;
+        self.finish_response(
+            &mut response,
+            s.matched,
+            weighted,
+            started,
+            attempt,
+            s.info,
+            s.downstream,
+        );
+        ch.stats.record_status(status.as_u16());
+        s.info.upstream.local = sent.local;
+        s.info.first_upstream_rx = Some(s.info.elapsed());
+        Outcome::Upstream(Forwarded {
+            response,
+            pooled: sent.pooled,
+            slot,
+            cluster: ch,
+            started,
+        })
     }
 
     fn attempt_headers(
@@ -362,7 +361,6 @@ impl Router {
         attempt_count: bool,
     ) {
         if !self.suppress_envoy_headers {
-            // The first attempt announces the whole timeout, retries what is left of it.
             let remaining = match (attempt, timeouts.global, deadline) {
                 (1, g, _) => g,
                 // Envoy: the timeout minus the whole milliseconds elapsed.
@@ -483,46 +481,39 @@ fn choose(
     Some(host)
 }
 
-/// Sleeps the retry back-off; false when the global deadline passes first.
-async fn backoff(
-    policy: Option<&RetryPolicy>,
-    attempt: u32,
-    deadline: Option<Instant>,
-    ch: &ClusterHttp,
-) -> bool {
-    let Some(p) = policy else { return true };
-    ch.stats.upstream_rq_retry_backoff_exponential.inc();
-    let wake = Instant::now() + p.backoff(attempt, lb::random());
-    match deadline {
-        Some(d) if d <= wake => {
-            tokio::time::sleep_until(d).await;
-            false
-        }
-        _ => {
-            tokio::time::sleep_until(wake).await;
-            true
-        }
-    }
-}
-
 async fn run_attempt(
     pool: &Arc<HostPool>,
     req: http::Request<RequestBody>,
-    timeouts: &Timeouts,
-    deadline: Option<Instant>,
-    idle: Option<Duration>,
+    d: &Deadlines,
     started: Instant,
 ) -> Attempt {
-    let per_try = timeouts.per_try.map(|p| started + p);
-    let idle = idle.map(|i| started + i);
     let far = started + Duration::from_secs(365 * 24 * 3600);
+    let per_try = d.per_try.map(|p| started + p);
+    let idle = d.idle.map(|i| started + i);
+    let request = async {
+        let Some((at, shared)) = &d.request else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(*at).await;
+        if shared.request_done() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         r = pool.send(req) => match r {
             Ok(sent) => Attempt::Sent(Box::new(sent)),
             Err(e) => Attempt::Failed(e),
         },
         _ = tokio::time::sleep_until(per_try.unwrap_or(far)), if per_try.is_some() => Attempt::PerTryTimeout,
-        _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => Attempt::GlobalTimeout,
+        _ = tokio::time::sleep_until(d.global.unwrap_or(far)), if d.global.is_some() => Attempt::GlobalTimeout,
         _ = tokio::time::sleep_until(idle.unwrap_or(far)), if idle.is_some() => Attempt::IdleTimeout,
+        _ = request => Attempt::RequestTimeout,
+    }
+}
+
+fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
