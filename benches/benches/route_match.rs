@@ -1,7 +1,7 @@
 //! Per-request routing cost on a mesh-sized route table: 1,000 virtual hosts (each with
 //! the host, host:port, short-name and IP domains Istio generates, five routes, one header
 //! match), plus wildcard hosts and the `*` fallback.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
