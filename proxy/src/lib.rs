@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod drain;
+pub mod http;
 pub mod io;
 pub mod listener;
 pub mod matcher;

@@ -320,6 +320,25 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 // === impl UpstreamIo ===
 
+impl UpstreamIo {
+    /// Our end's address, for TCP (under TLS too).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            UpstreamIo::Tcp(s) => s.local_addr().ok(),
+            UpstreamIo::Unix(_) => None,
+            UpstreamIo::Tls(s) => s.get_ref().get_ref().0.local_addr(),
+        }
+    }
+
+    /// The protocol TLS negotiated, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            UpstreamIo::Tls(s) => s.alpn(),
+            _ => None,
+        }
+    }
+}
+
 impl AsyncRead for UpstreamIo {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -1,0 +1,286 @@
+//! The HTTP connection manager: serves one downstream connection with hyper (HTTP/1.1,
+//! HTTP/2 by ALPN or prior knowledge), runs each stream through the filter chain and the
+//! router, and drains gracefully on request (HTTP/1 `connection: close`, HTTP/2 GOAWAY).
+
+pub mod config;
+mod io;
+mod stream;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as HcmProto;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Codec, HcmConfig, RouteSource};
+pub use stream::StreamEnd;
+
+use super::access_log::AccessLogManager;
+use super::filter::RbacFactory;
+use super::pool::Pools;
+use super::rds::RdsStore;
+use super::router::Router;
+use super::stats::HcmStats;
+use super::stream_info::HeaderKey;
+use crate::config::ConfigError;
+use crate::conn::Downstream;
+use crate::io::DownstreamIo;
+use crate::stats::Store;
+use crate::upstream::ClusterManager;
+
+/// What every HTTP connection manager of the process shares. The server builds one.
+#[derive(Debug, Clone)]
+pub struct HttpContext {
+    pub clusters: Arc<ClusterManager>,
+    pub store: Store,
+    pub rds: Arc<RdsStore>,
+    pub pools: Arc<Pools>,
+    pub access_logs: Arc<AccessLogManager>,
+    /// The RBAC engine; without it an HCM with `envoy.filters.http.rbac` fails to build.
+    pub rbac: Option<Arc<dyn RbacFactory>>,
+    /// Envoy's "local address" (put in `x-forwarded-for` for loopback peers).
+    pub local_address: IpAddr,
+    /// The listener's `per_connection_buffer_limit_bytes`: how much of a request body is
+    /// kept for retries.
+    pub buffer_limit: usize,
+}
+
+// === impl HttpContext ===
+
+impl HttpContext {
+    /// A context with fresh pools, RDS store and access log manager.
+    pub fn new(clusters: Arc<ClusterManager>, store: Store) -> Self {
+        Self {
+            pools: Pools::new(clusters.clone(), store.clone()),
+            rds: RdsStore::new(Some(clusters.clone())),
+            clusters,
+            store,
+            access_logs: Arc::new(AccessLogManager::default()),
+            rbac: None,
+            local_address: super::headers::local_address(),
+            buffer_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// `envoy.filters.network.http_connection_manager`, built once per filter chain.
+#[derive(Debug, Clone)]
+pub struct HttpConnectionManager {
+    inner: Arc<Hcm>,
+}
+
+#[derive(Debug)]
+struct Hcm {
+    config: HcmConfig,
+    stats: HcmStats,
+    router: Router,
+    /// Request and response headers the access logs read.
+    request_keys: Vec<HeaderKey>,
+    response_keys: Vec<HeaderKey>,
+}
+
+/// One downstream connection's shared state.
+#[derive(Debug)]
+struct Conn {
+    hcm: Arc<Hcm>,
+    downstream: Downstream,
+    draining: AtomicBool,
+    /// 0 until the first request, then 1 (HTTP/1) or 2 (HTTP/2).
+    protocol: AtomicU8,
+    active: AtomicUsize,
+    /// Milliseconds since `opened` when the last stream ended.
+    idle_since: AtomicU64,
+    opened: Instant,
+}
+
+// === impl HttpConnectionManager ===
+
+impl HttpConnectionManager {
+    /// Builds an HCM from its proto. Errors are the listener's NACK text.
+    pub fn new(proto: &HcmProto, ctx: &HttpContext) -> Result<Self, ConfigError> {
+        let config = HcmConfig::new(proto, ctx)?;
+        let stats = HcmStats::new(&ctx.store, &config.stat_prefix);
+        let suppress = config.filters.iter().any(|f| {
+            matches!(
+                f,
+                super::filter::HttpFilter::Router {
+                    suppress_envoy_headers: true
+                }
+            )
+        });
+        let (mut request_keys, mut response_keys) = (Vec::new(), Vec::new());
+        for log in &config.access_logs {
+            log.keys(&mut request_keys, &mut response_keys);
+        }
+        Ok(Self {
+            inner: Arc::new(Hcm {
+                router: Router {
+                    pools: ctx.pools.clone(),
+                    suppress_envoy_headers: suppress,
+                    retry_buffer_limit: ctx.buffer_limit,
+                },
+                config,
+                stats,
+                request_keys,
+                response_keys,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &HcmConfig {
+        &self.inner.config
+    }
+
+    /// Serves a downstream connection until it closes. Cancelling `drain` drains it:
+    /// no new requests, HTTP/1 responses say `connection: close`, HTTP/2 gets a GOAWAY, and
+    /// after `drain_timeout` what is left is closed.
+    pub async fn serve(&self, io: DownstreamIo, downstream: Downstream, drain: CancellationToken) {
+        let hcm = self.inner.clone();
+        let stats = &hcm.stats;
+        stats.downstream_cx_total.inc();
+        stats.downstream_cx_active.inc();
+        let tls = downstream.tls.clone();
+        if tls.is_some() {
+            stats.downstream_cx_ssl_total.inc();
+            stats.downstream_cx_ssl_active.inc();
+        }
+        let h2_alpn = tls.as_ref().and_then(|t| t.alpn.as_deref()) == Some(b"h2");
+        let conn = Arc::new(Conn {
+            hcm: hcm.clone(),
+            downstream,
+            draining: AtomicBool::new(false),
+            protocol: AtomicU8::new(0),
+            active: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            opened: Instant::now(),
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let cfg = &hcm.config;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size((cfg.max_request_headers_bytes + 4096).max(8192))
+            .max_headers(cfg.max_headers_count)
+            .header_read_timeout(cfg.request_headers_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_request_headers_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(cfg.h2_max_concurrent_streams.or(Some(1024)))
+            .initial_stream_window_size(cfg.h2_initial_stream_window)
+            .initial_connection_window_size(cfg.h2_initial_connection_window);
+        let builder = match cfg.codec {
+            Codec::Http1 => builder.http1_only(),
+            Codec::Http2 => builder.http2_only(),
+            Codec::Auto if h2_alpn => builder.http2_only(),
+            Codec::Auto => builder,
+        };
+        let service = {
+            let conn = conn.clone();
+            hyper::service::service_fn(move |req| {
+                let conn = conn.clone();
+                async move { Ok::<_, Infallible>(conn.handle(req).await) }
+            })
+        };
+        let io = io::Counted::new(
+            io,
+            stats.downstream_cx_rx_bytes_total.clone(),
+            stats.downstream_cx_tx_bytes_total.clone(),
+        );
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let mut drained_at: Option<Instant> = None;
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let max_duration = cfg.max_connection_duration.map(|d| conn.opened + d);
+        loop {
+            let idle_check = conn.idle_deadline(cfg.idle_timeout);
+            let drain_deadline = drained_at.map(|t| t + cfg.drain_timeout);
+            tokio::select! {
+                r = connection.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "downstream connection error");
+                        if e.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_parse()) {
+                            stats.downstream_cx_protocol_error.inc();
+                        }
+                    }
+                    break;
+                }
+                _ = drain.cancelled(), if drained_at.is_none() => {
+                    drained_at = Some(Instant::now());
+                    conn.start_drain();
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(idle_check.unwrap_or(far)), if idle_check.is_some() && drained_at.is_none() => {
+                    if conn.is_idle(cfg.idle_timeout) {
+                        stats.downstream_cx_idle_timeout.inc();
+                        drained_at = Some(Instant::now());
+                        conn.draining.store(true, Ordering::Release);
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tokio::time::sleep_until(max_duration.unwrap_or(far)), if max_duration.is_some() && drained_at.is_none() => {
+                    drained_at = Some(Instant::now());
+                    conn.start_drain();
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() => {
+                    stats.downstream_cx_destroy_local.inc();
+                    break;
+                }
+            }
+        }
+        stats.downstream_cx_destroy.inc();
+        stats.downstream_cx_active.dec();
+        if tls.is_some() {
+            stats.downstream_cx_ssl_active.dec();
+        }
+        match conn.protocol.load(Ordering::Acquire) {
+            1 => stats.downstream_cx_http1_active.dec(),
+            2 => stats.downstream_cx_http2_active.dec(),
+            _ => {}
+        }
+        stats
+            .downstream_cx_length_ms
+            .record(conn.opened.elapsed().as_millis() as u64);
+    }
+}
+
+// === impl Conn ===
+
+impl Conn {
+    fn start_drain(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            self.hcm.stats.downstream_cx_drain_close.inc();
+        }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// When the idle timeout would fire if nothing happens.
+    fn idle_deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+        let idle = idle?;
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
+        Some(self.opened + since + idle)
+    }
+
+    fn is_idle(&self, idle: Option<Duration>) -> bool {
+        self.active.load(Ordering::Acquire) == 0
+            && self
+                .idle_deadline(idle)
+                .is_some_and(|d| d <= Instant::now())
+    }
+
+    fn stream_ended(&self) {
+        self.idle_since
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}

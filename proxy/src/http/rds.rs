@@ -1,0 +1,147 @@
+//! Route configurations by name, for HCMs that use RDS. The xDS side replaces a table
+//! atomically; a connection manager holds the slot and loads the current table once per
+//! stream (one atomic load, no lock).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwapOption;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+
+use super::route::RouteTable;
+use super::route::config::Validation;
+use crate::config::ConfigError;
+use crate::upstream::ClusterManager;
+
+/// The current table of one route configuration name (none until RDS delivers it).
+#[derive(Debug, Default)]
+pub struct RouteSlot {
+    table: ArcSwapOption<RouteTable>,
+}
+
+// === impl RouteSlot ===
+
+impl RouteSlot {
+    /// The table for a new stream.
+    pub fn current(&self) -> Option<Arc<RouteTable>> {
+        self.table.load_full()
+    }
+}
+
+/// Every route configuration name some HCM uses.
+#[derive(Debug)]
+pub struct RdsStore {
+    slots: Mutex<HashMap<String, Arc<RouteSlot>>>,
+    clusters: Option<Arc<ClusterManager>>,
+}
+
+// === impl RdsStore ===
+
+impl RdsStore {
+    /// A store; with a cluster manager, route configs that set `validate_clusters` are
+    /// checked against it.
+    pub fn new(clusters: Option<Arc<ClusterManager>>) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Mutex::default(),
+            clusters,
+        })
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RouteSlot>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The slot for a route configuration name (an HCM with `rds` calls this when built).
+    pub fn subscribe(&self, name: &str) -> Arc<RouteSlot> {
+        self.slots().entry(name.to_string()).or_default().clone()
+    }
+
+    /// The names to request over RDS: those some live HCM holds.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .slots()
+            .iter()
+            .filter(|(_, s)| Arc::strong_count(s) > 1)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Applies an RDS response: every config is compiled first; if any fails nothing
+    /// changes and the error is the NACK text.
+    pub fn update(&self, configs: &[RouteConfiguration]) -> Result<(), ConfigError> {
+        let validation = Validation {
+            clusters: self.clusters.as_deref(),
+            default: false,
+        };
+        let tables = configs
+            .iter()
+            .map(|rc| RouteTable::new(rc, validation).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut slots = self.slots();
+        for t in tables {
+            slots
+                .entry(t.name.to_string())
+                .or_default()
+                .table
+                .store(Some(t));
+        }
+        Ok(())
+    }
+
+    /// Forgets route configurations (delta xDS removals); streams keep the tables they hold.
+    pub fn remove(&self, names: &[String]) {
+        let slots = self.slots();
+        for n in names {
+            if let Some(s) = slots.get(n) {
+                s.table.store(None);
+            }
+        }
+    }
+
+    /// Drops slots no HCM holds any more.
+    pub fn prune(&self) {
+        self.slots().retain(|_, s| Arc::strong_count(s) > 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto_test_util::from_yaml;
+
+    fn rc(name: &str, status: u32) -> RouteConfiguration {
+        from_yaml(&format!(
+            "{{ name: '{name}', virtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: {status} }} }}] }}] }}"
+        ))
+    }
+
+    #[test]
+    fn updates_swap_tables_atomically_and_all_or_nothing() {
+        let store = RdsStore::new(None);
+        let slot = store.subscribe("80");
+        assert!(slot.current().is_none());
+        assert_eq!(store.names(), ["80"]);
+        store.update(&[rc("80", 200)]).unwrap();
+        let before = slot.current().unwrap();
+        store.update(&[rc("80", 201)]).unwrap();
+        assert!(
+            !Arc::ptr_eq(&before, &slot.current().unwrap()),
+            "a held table is not mutated"
+        );
+        let bad = from_yaml::<RouteConfiguration>(
+            "{ name: '81', virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / } }] }] }",
+        );
+        assert!(store.update(&[rc("80", 202), bad]).is_err());
+        let current = slot.current().unwrap();
+        let crate::http::route::Action::Direct(d) = &current.virtual_hosts()[0].routes[0].action
+        else {
+            panic!()
+        };
+        assert_eq!(d.status, 201, "a rejected update changes nothing");
+        drop(slot);
+        assert!(store.names().is_empty());
+        store.prune();
+    }
+}
