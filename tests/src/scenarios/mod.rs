@@ -1,0 +1,53 @@
+//! The acceptance scenarios, from Istio's own docs, with Istio's expected results. Each
+//! builds its mesh, makes its requests, and records expected versus observed in a
+//! [`Report`]; the same expectations hold whichever binary each sidecar runs.
+
+pub mod auto_mtls;
+pub mod fixtures;
+
+use crate::mesh::report::Report;
+use crate::mesh::{Mesh, MeshError, Mode, Options};
+
+/// One scenario of the suite.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    pub name: &'static str,
+    run: fn(Options, &mut Report) -> Result<(), MeshError>,
+}
+
+/// Every scenario, in the order.
+pub const ALL: &[Scenario] = &[Scenario {
+    name: "auto-mtls",
+    run: auto_mtls::run,
+}];
+
+// === impl Scenario ===
+
+impl Scenario {
+    /// Runs the scenario in `mode`; setup failures become report errors.
+    pub fn run(&self, mode: Mode) -> Report {
+        let mut report = Report::default();
+        if let Err(e) = (self.run)(Options::new(mode), &mut report) {
+            report
+                .errors
+                .push(format!("{} ({}): {e}", self.name, mode.name()));
+        }
+        report
+    }
+
+    /// The scenario called `name`.
+    pub fn find(name: &str) -> Option<&'static Scenario> {
+        ALL.iter().find(|s| s.name == name)
+    }
+}
+
+/// After a scenario's checks: on a failure, print the sidecars' logs to stderr.
+pub fn finish(mesh: &Mesh, report: &Report) {
+    if report.failed() > 0 {
+        eprintln!(
+            "sidecar logs ({}):\n{}",
+            mesh.mode().name(),
+            mesh.sidecar_logs()
+        );
+    }
+}
