@@ -29,3 +29,33 @@ fn run(name: &str, mode: Mode) {
 fn auto_mtls_envoy() {
     run("auto-mtls", Mode::Envoy);
 }
+
+#[test]
+fn authz_analyzer_envoy() {
+    run("authz-analyzer", Mode::Envoy);
+}
+
+#[test]
+fn authz_namespace_envoy() {
+    run("authz-namespace", Mode::Envoy);
+}
+
+#[test]
+fn bypass_envoy() {
+    run("bypass", Mode::Envoy);
+}
+
+#[test]
+fn tcp_envoy() {
+    run("tcp", Mode::Envoy);
+}
+
+#[test]
+fn cert_rotation_envoy() {
+    run("cert-rotation", Mode::Envoy);
+}
+
+#[test]
+fn cp_restart_envoy() {
+    run("cp-restart", Mode::Envoy);
+}

@@ -37,6 +37,8 @@ pub struct WorkloadCert {
     pub leaf_der: Vec<u8>,
     /// The SPIFFE id in the URI SAN.
     pub spiffe_id: String,
+    /// When it was issued (its `notBefore` is a minute earlier, for clock skew).
+    pub issued_at: SystemTime,
     pub not_after: SystemTime,
 }
 
@@ -108,6 +110,7 @@ impl Ca {
             key_pem: key.serialize_pem(),
             leaf_der: cert.der().to_vec(),
             spiffe_id: spiffe_id.to_string(),
+            issued_at: SystemTime::now(),
             not_after: SystemTime::now() + Duration::try_from(ttl).unwrap_or_default(),
         })
     }

@@ -231,6 +231,11 @@ impl ControlPlane {
         Ok(cert)
     }
 
+    /// Issues a certificate for any identity (a test's own mesh client).
+    pub fn issue(&self, spiffe_id: &str, ttl: Duration) -> Result<WorkloadCert, CpError> {
+        Ok(self.ca.issue(spiffe_id, ttl)?)
+    }
+
     /// The certificate `pod` is being served now.
     pub fn cert(&self, pod: &str) -> Option<WorkloadCert> {
         self.lock().pods.get(pod).map(|a| a.cert.clone())

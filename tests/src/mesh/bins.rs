@@ -74,7 +74,9 @@ fn stage(bin: &Path, name: &str) -> Result<PathBuf, BinError> {
     std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| err(&dir, e))?;
-    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{name}.{}.{n}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     if std::fs::hard_link(bin, &tmp).is_err() {
         std::fs::copy(bin, &tmp).map_err(|e| err(&tmp, e))?;

@@ -96,10 +96,21 @@ pub fn http_here(req: &HttpRequest) -> Outcome {
 
 /// Sends one line to a TCP echo from inside `ns` and reads the answer line.
 pub fn tcp(ns: &Netns, addr: SocketAddr, line: &str) -> Outcome {
-    let stream = match ns.enter(move || TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)) {
-        Ok(s) => s,
-        Err(e) => return connect_failed(&e),
-    };
+    match ns.enter(move || TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)) {
+        Ok(stream) => exchange_line(stream, line),
+        Err(e) => connect_failed(&e),
+    }
+}
+
+/// [`tcp`] from the calling thread's network namespace.
+pub fn tcp_here(addr: SocketAddr, line: &str) -> Outcome {
+    match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        Ok(stream) => exchange_line(stream, line),
+        Err(e) => connect_failed(&e),
+    }
+}
+
+fn exchange_line(stream: TcpStream, line: &str) -> Outcome {
     let raw = match exchange(stream, format!("{line}\n").as_bytes(), true) {
         Ok(raw) => raw,
         Err(outcome) => return outcome,

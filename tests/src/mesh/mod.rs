@@ -12,6 +12,7 @@ pub mod app;
 pub mod bins;
 pub mod client;
 pub mod pod;
+pub mod probe;
 pub mod report;
 pub mod sidecar;
 
@@ -103,6 +104,32 @@ pub enum CallKind {
     Http(HttpRequest),
     /// One line to a TCP echo.
     Tcp(SocketAddr),
+}
+
+// === impl Call ===
+
+impl Call {
+    /// The same HTTP call with another method.
+    pub fn method(mut self, method: &str) -> Self {
+        if let CallKind::Http(req) = &mut self.kind {
+            req.method = method.to_string();
+        }
+        self
+    }
+
+    /// The same HTTP call with an extra request header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        if let CallKind::Http(req) = &mut self.kind {
+            req.headers.push((name.to_string(), value.to_string()));
+        }
+        self
+    }
+
+    /// The same call, labelled differently in the matrix.
+    pub fn labelled(mut self, to: &str) -> Self {
+        self.to = to.to_string();
+        self
+    }
 }
 
 // === impl Mode ===
@@ -287,6 +314,11 @@ impl Mesh {
 
     pub fn pods(&self) -> impl Iterator<Item = &Pod> {
         self.pods.values()
+    }
+
+    /// The node's namespace (outside every pod: nothing there is captured).
+    pub fn node_ns(&self) -> &crate::netns::Netns {
+        &self.node.ns
     }
 
     /// The mesh's working directory (pod roots, logs).

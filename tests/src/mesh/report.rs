@@ -166,6 +166,29 @@ impl Report {
         self.rows.iter().filter(|r| !r.pass).count() + self.errors.len()
     }
 
+    /// Records a check that is not a single request (a load run, a config dump).
+    pub fn record(
+        &mut self,
+        scenario: &str,
+        step: &str,
+        from: &str,
+        to: &str,
+        expected: String,
+        observed: String,
+        pass: bool,
+    ) {
+        self.rows.push(Row {
+            scenario: scenario.to_string(),
+            step: step.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            expected,
+            observed,
+            pass,
+            tries: 1,
+        });
+    }
+
     pub fn extend(&mut self, other: Report) {
         self.rows.extend(other.rows);
         self.errors.extend(other.errors);

@@ -47,6 +47,11 @@ pub enum SidecarError {
     },
 }
 
+/// pilot-agent's `-l warning`, or `E2E_PROXY_LOG_LEVEL` when debugging a scenario.
+fn log_level() -> String {
+    std::env::var("E2E_PROXY_LOG_LEVEL").unwrap_or_else(|_| "warning".to_string())
+}
+
 /// A running sidecar.
 #[derive(Debug)]
 pub struct Sidecar {
@@ -89,7 +94,7 @@ impl Sidecar {
             .args(["--local-address-ip-version", "v4"])
             .args(["--file-flush-interval-msec", "1000"])
             .args(["--disable-hot-restart", "--allow-unknown-static-fields"])
-            .args(["-l", "warning", "--component-log-level", "misc:error"])
+            .args(["-l", &log_level(), "--component-log-level", "misc:error"])
             .args(["--concurrency", "2"])
             .uid(PROXY_UID)
             .gid(PROXY_UID)
@@ -146,6 +151,9 @@ impl Sidecar {
     /// The log so far (the last 60 lines).
     pub fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if std::env::var_os("E2E_KEEP_LOGS").is_some() {
+            return text;
+        }
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }

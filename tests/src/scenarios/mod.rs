@@ -2,8 +2,13 @@
 //! builds its mesh, makes its requests, and records expected versus observed in a
 //! [`Report`]; the same expectations hold whichever binary each sidecar runs.
 
+pub mod authz;
 pub mod auto_mtls;
+pub mod bypass;
 pub mod fixtures;
+pub mod load;
+pub mod resilience;
+pub mod tcp;
 
 use crate::mesh::report::Report;
 use crate::mesh::{Mesh, MeshError, Mode, Options};
@@ -16,10 +21,36 @@ pub struct Scenario {
 }
 
 /// Every scenario, in the order.
-pub const ALL: &[Scenario] = &[Scenario {
-    name: "auto-mtls",
-    run: auto_mtls::run,
-}];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "auto-mtls",
+        run: auto_mtls::run,
+    },
+    Scenario {
+        name: "authz-analyzer",
+        run: authz::run_analyzer,
+    },
+    Scenario {
+        name: "authz-namespace",
+        run: authz::run_namespace,
+    },
+    Scenario {
+        name: "bypass",
+        run: bypass::run,
+    },
+    Scenario {
+        name: "tcp",
+        run: tcp::run,
+    },
+    Scenario {
+        name: "cert-rotation",
+        run: resilience::run_rotation,
+    },
+    Scenario {
+        name: "cp-restart",
+        run: resilience::run_restart,
+    },
+];
 
 // === impl Scenario ===
 
@@ -43,7 +74,7 @@ impl Scenario {
 
 /// After a scenario's checks: on a failure, print the sidecars' logs to stderr.
 pub fn finish(mesh: &Mesh, report: &Report) {
-    if report.failed() > 0 {
+    if report.failed() > 0 || std::env::var_os("E2E_KEEP_LOGS").is_some() {
         eprintln!(
             "sidecar logs ({}):\n{}",
             mesh.mode().name(),
