@@ -63,6 +63,7 @@ pub struct ControlPlane {
     rt: tokio::runtime::Handle,
     store: Arc<Store>,
     ca: Ca,
+    profile: istiod::Profile,
     state: Mutex<State>,
 }
 
@@ -90,12 +91,17 @@ fn sds_key(pod: &str) -> String {
 // === impl ControlPlane ===
 
 impl ControlPlane {
-    /// A control plane for `spec`, serving on `rt`.
-    pub fn new(rt: tokio::runtime::Handle, spec: MeshSpec) -> Result<Self, CpError> {
+    /// A control plane for `spec`, serving on `rt`, generating `profile`.
+    pub fn new(
+        rt: tokio::runtime::Handle,
+        spec: MeshSpec,
+        profile: istiod::Profile,
+    ) -> Result<Self, CpError> {
         Ok(Self {
             rt,
             store: Store::new(),
             ca: Ca::new()?,
+            profile,
             state: Mutex::new(State {
                 spec,
                 pods: BTreeMap::new(),
@@ -175,7 +181,7 @@ impl ControlPlane {
                 continue;
             };
             let mut snap = Snapshot::default();
-            for (type_url, resources) in istiod::sidecar_resources(&state.spec, w) {
+            for (type_url, resources) in istiod::sidecar_resources(&state.spec, w, self.profile) {
                 for r in resources {
                     let name = r["name"]
                         .as_str()
@@ -270,7 +276,8 @@ impl ControlPlane {
         self.push()
     }
 
-    /// Waits until `pod`'s sidecar has ACKed the latest config (and its SDS secrets).
+    /// Waits until `pod`'s sidecar has ACKed the latest config (and its SDS secrets, if it
+    /// asked for any).
     pub fn wait_synced(&self, pod: &str, timeout: Duration) -> Result<(), CpError> {
         let node = self
             .spec()
@@ -280,8 +287,8 @@ impl ControlPlane {
         let deadline = Instant::now() + timeout;
         loop {
             let states = [
-                self.store.sync_state(&node),
-                self.store.sync_state(&sds_key(pod)),
+                self.store.sync_state(&node, true),
+                self.store.sync_state(&sds_key(pod), false),
             ];
             let pending = states.iter().find_map(|s| match s {
                 SyncState::Synced => None,

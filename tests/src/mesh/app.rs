@@ -127,16 +127,16 @@ async fn echo(
     Ok(resp)
 }
 
-/// Answers each line with `<workload> <line>`.
+/// Answers each line with `<workload> <peer address> <line>`.
 async fn serve_tcp(listener: TcpListener, workload: String) {
     let mut conns = tokio::task::JoinSet::new();
-    while let Ok((stream, _)) = listener.accept().await {
+    while let Ok((stream, peer)) = listener.accept().await {
         let workload = workload.clone();
         conns.spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if w.write_all(format!("{workload} {line}\n").as_bytes())
+                if w.write_all(format!("{workload} {peer} {line}\n").as_bytes())
                     .await
                     .is_err()
                 {

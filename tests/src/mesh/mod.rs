@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::cp::istiod::Profile;
 use crate::cp::istiod::bootstrap::{self, AdsFlavor, BOOTSTRAP_PATH};
 use crate::cp::model::{MeshSpec, Service, Workload};
 use crate::cp::{ControlPlane, CpError};
@@ -58,6 +59,8 @@ pub struct Options {
     pub ads: AdsFlavor,
     /// Lifetime of workload certificates.
     pub cert_ttl: Duration,
+    /// What the control plane generates.
+    pub profile: Profile,
 }
 
 /// Why a mesh could not be set up or changed.
@@ -175,6 +178,7 @@ impl Options {
             mode,
             ads: AdsFlavor::Delta,
             cert_ttl: Duration::from_secs(3600),
+            profile: Profile::Istio,
         }
     }
 }
@@ -208,7 +212,7 @@ impl Mesh {
         let iptables_init = bins::workspace_binary("iptables-init")?;
         let pods = create_pods(&node, &spec, &dir, &iptables_init)?;
         node.program_services(&spec)?;
-        let cp = ControlPlane::new(rt.handle().clone(), spec)?;
+        let cp = ControlPlane::new(rt.handle().clone(), spec, opts.profile)?;
         let mut mesh = Self {
             pods: pods.into_iter().map(|p| (p.workload.key(), p)).collect(),
             cp,
@@ -244,7 +248,7 @@ impl Mesh {
         for pod in self.pods.values_mut().filter(|p| p.workload.sidecar) {
             let w = pod.workload.clone();
             self.cp.add_pod(&w.key(), &pod.root, self.opts.cert_ttl)?;
-            let config = bootstrap::bootstrap(&w, self.opts.ads)?;
+            let config = bootstrap::bootstrap(&w, self.opts.ads, self.opts.profile)?;
             let path = pod.root.join(BOOTSTRAP_PATH);
             std::fs::write(&path, config.to_string())
                 .map_err(MeshError::io(format!("writing {}", path.display())))?;

@@ -30,6 +30,9 @@ pub enum Expect {
     Reset,
     /// The TCP echo answers.
     Echo,
+    /// The TCP echo answers a connection that came from this IP (127.0.0.6: the server's
+    /// sidecar forwarded it).
+    EchoFrom(String),
 }
 
 /// One request of the matrix.
@@ -82,6 +85,13 @@ impl Expect {
             (Expect::Status(want), Outcome::Http { status, .. }) => want == status,
             (Expect::Reset, Outcome::Reset(_)) => true,
             (Expect::Echo, Outcome::Tcp(line)) => line.ends_with(" ping"),
+            (Expect::EchoFrom(ip), Outcome::Tcp(line)) => {
+                line.ends_with(" ping")
+                    && line
+                        .split_whitespace()
+                        .nth(1)
+                        .is_some_and(|peer| peer.starts_with(&format!("{ip}:")))
+            }
             _ => false,
         }
     }
@@ -98,6 +108,7 @@ impl Expect {
             Expect::Status(s) => s.to_string(),
             Expect::Reset => "reset".into(),
             Expect::Echo => "echo".into(),
+            Expect::EchoFrom(ip) => format!("echo, peer {ip}"),
         }
     }
 }

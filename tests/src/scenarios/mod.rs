@@ -5,6 +5,7 @@
 pub mod authz;
 pub mod auto_mtls;
 pub mod bypass;
+pub mod capture;
 pub mod fixtures;
 pub mod load;
 pub mod resilience;
@@ -22,6 +23,10 @@ pub struct Scenario {
 
 /// Every scenario, in the order.
 pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "tcp-plaintext",
+        run: capture::run,
+    },
     Scenario {
         name: "auto-mtls",
         run: auto_mtls::run,

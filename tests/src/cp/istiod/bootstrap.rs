@@ -32,7 +32,11 @@ pub enum BootstrapError {
 }
 
 /// The rendered bootstrap for `w`'s sidecar.
-pub fn bootstrap(w: &Workload, flavor: AdsFlavor) -> Result<Value, BootstrapError> {
+pub fn bootstrap(
+    w: &Workload,
+    flavor: AdsFlavor,
+    profile: super::Profile,
+) -> Result<Value, BootstrapError> {
     let mut b: Value = serde_json::from_str(GOLDEN)?;
     b["node"]["id"] = json!(w.node_id());
     b["node"]["cluster"] = json!(format!("{}.{}", w.app, w.namespace));
@@ -51,6 +55,10 @@ pub fn bootstrap(w: &Workload, flavor: AdsFlavor) -> Result<Value, BootstrapErro
         AdsFlavor::Delta => "DELTA_GRPC",
         AdsFlavor::StateOfTheWorld => "GRPC",
     });
+    if profile == super::Profile::TcpOnly {
+        // The prometheus (15090) and health (15021) listeners are HTTP.
+        b["static_resources"]["listeners"] = json!([]);
+    }
     set_pipe(&mut b, "sds-grpc", SDS_SOCKET)?;
     set_pipe(&mut b, "xds-grpc", XDS_SOCKET)?;
     Ok(b)
