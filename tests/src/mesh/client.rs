@@ -111,7 +111,7 @@ pub fn tcp_here(addr: SocketAddr, line: &str) -> Outcome {
 }
 
 fn exchange_line(stream: TcpStream, line: &str) -> Outcome {
-    let raw = match exchange(stream, format!("{line}\n").as_bytes(), true) {
+    let raw = match exchange(stream, format!("{line}\n").as_bytes(), Until::Line) {
         Ok(raw) => raw,
         Err(outcome) => return outcome,
     };
@@ -130,8 +130,32 @@ fn connect_failed(e: &std::io::Error) -> Outcome {
     }
 }
 
-/// Writes `payload`, then reads until EOF (or the first line when `line`).
-fn exchange(mut stream: TcpStream, payload: &[u8], line: bool) -> Result<Vec<u8>, Outcome> {
+/// When to stop reading an answer.
+#[derive(Clone, Copy)]
+enum Until {
+    /// The first line (TCP echo).
+    Line,
+    /// A complete HTTP response: as curl does, stop at the end of a Content-Length body
+    /// rather than waiting for the server to close (Envoy delays its close after a local
+    /// reply).
+    Response,
+}
+
+/// Whether `raw` holds a complete HTTP response with a Content-Length body.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]);
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| raw.len() >= end + 4 + len)
+}
+
+/// Writes `payload`, then reads until EOF or `until` says the answer is complete.
+fn exchange(mut stream: TcpStream, payload: &[u8], until: Until) -> Result<Vec<u8>, Outcome> {
     let io = |e: std::io::Error| match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::TimedOut => Outcome::Timeout,
         ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted => {
@@ -148,7 +172,11 @@ fn exchange(mut stream: TcpStream, payload: &[u8], line: bool) -> Result<Vec<u8>
             Ok(0) => break,
             Ok(n) => {
                 raw.extend_from_slice(&buf[..n]);
-                if line && raw.contains(&b'\n') {
+                let done = match until {
+                    Until::Line => raw.contains(&b'\n'),
+                    Until::Response => response_complete(&raw),
+                };
+                if done {
                     break;
                 }
             }
@@ -164,7 +192,7 @@ fn exchange(mut stream: TcpStream, payload: &[u8], line: bool) -> Result<Vec<u8>
 }
 
 fn exchange_http(stream: TcpStream, req: &HttpRequest) -> Outcome {
-    let raw = match exchange(stream, req.encode().as_bytes(), false) {
+    let raw = match exchange(stream, req.encode().as_bytes(), Until::Response) {
         Ok(raw) => raw,
         Err(outcome) => return outcome,
     };

@@ -399,6 +399,7 @@ impl Mesh {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let sidecar = |w: &str| self.pods.get(w).is_some_and(|p| p.workload.sidecar);
         let mut tries = 0;
+        let t0 = Instant::now();
         let observed = loop {
             tries += 1;
             let outcome = match self.call(from, call) {
@@ -410,6 +411,9 @@ impl Mesh {
             }
             std::thread::sleep(Duration::from_millis(200));
         };
+        if std::env::var_os("E2E_TIMING").is_some() {
+            eprintln!("{step} {from} -> {}: {:?}", call.to, t0.elapsed());
+        }
         report.rows.push(Row {
             scenario: scenario.to_string(),
             step: step.to_string(),

@@ -165,6 +165,37 @@ pub fn describe(outcome: &Outcome) -> String {
     }
 }
 
+// === impl Row ===
+
+impl Row {
+    /// A row for a check that is not a single request (a load run, a config dump).
+    pub fn new(scenario: &str, step: &str, from: &str, to: &str) -> Self {
+        Self {
+            scenario: scenario.to_string(),
+            step: step.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            expected: String::new(),
+            observed: String::new(),
+            pass: false,
+            tries: 1,
+        }
+    }
+
+    /// The row with its verdict.
+    pub fn outcome(
+        mut self,
+        expected: impl Into<String>,
+        observed: impl Into<String>,
+        pass: bool,
+    ) -> Self {
+        self.expected = expected.into();
+        self.observed = observed.into();
+        self.pass = pass;
+        self
+    }
+}
+
 // === impl Report ===
 
 impl Report {
@@ -175,29 +206,6 @@ impl Report {
     /// Failed rows plus errors that stopped a scenario.
     pub fn failed(&self) -> usize {
         self.rows.iter().filter(|r| !r.pass).count() + self.errors.len()
-    }
-
-    /// Records a check that is not a single request (a load run, a config dump).
-    pub fn record(
-        &mut self,
-        scenario: &str,
-        step: &str,
-        from: &str,
-        to: &str,
-        expected: String,
-        observed: String,
-        pass: bool,
-    ) {
-        self.rows.push(Row {
-            scenario: scenario.to_string(),
-            step: step.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-            expected,
-            observed,
-            pass,
-            tries: 1,
-        });
     }
 
     pub fn extend(&mut self, other: Report) {

@@ -5,7 +5,7 @@
 
 use crate::cp::model::{Action, MeshSpec, MtlsMode, spiffe_id};
 use crate::mesh::report::{Expect, Peer, Report};
-use crate::mesh::{Mesh, MeshError, Options};
+use crate::mesh::{Call, Mesh, MeshError, Options};
 
 use super::fixtures::{authz, client, http_service, peer_authn, rule, server, vip};
 
@@ -37,107 +37,68 @@ pub fn spec() -> MeshSpec {
     }
 }
 
+/// Where the attempts go.
+struct Targets {
+    svc: Call,
+    pod: Call,
+    undeclared: Call,
+    open: Call,
+}
+
+fn forged(c: &Call) -> Call {
+    let to = format!("{} +forged XFCC", c.to);
+    c.clone()
+        .header("X-Forwarded-Client-Cert", FORGED)
+        .labelled(&to)
+}
+
 pub fn run(opts: Options, report: &mut Report) -> Result<(), MeshError> {
     let mesh = Mesh::start(spec(), opts)?;
-    let svc = mesh.http_to_service("httpbin", "secure", "/headers")?;
-    let pod = mesh.http_to_pod("httpbin.secure", 8080, "/headers")?;
-    let undeclared = mesh.http_to_pod("httpbin.secure", 8081, "/headers")?;
-    let open = mesh.http_to_service("open", "secure", "/headers")?;
-    let forged = |c: &crate::mesh::Call| {
-        let to = format!("{} +forged XFCC", c.to);
-        c.clone()
-            .header("X-Forwarded-Client-Cert", FORGED)
-            .labelled(&to)
+    let t = Targets {
+        svc: mesh.http_to_service("httpbin", "secure", "/headers")?,
+        pod: mesh.http_to_pod("httpbin.secure", 8080, "/headers")?,
+        undeclared: mesh.http_to_pod("httpbin.secure", 8081, "/headers")?,
+        open: mesh.http_to_service("open", "secure", "/headers")?,
     };
-    let sleep = Expect::Ok(Peer::Mtls(spiffe_id("secure", "sleep")));
-
-    let step = "PERMISSIVE, allow only sleep";
-    mesh.check(report, NAME, step, "sleep.secure", &svc, sleep.clone());
-    mesh.check(report, NAME, step, "intruder.secure", &svc, Expect::Denied);
-    mesh.check(report, NAME, step, "intruder.secure", &pod, Expect::Denied);
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "intruder.secure",
-        &undeclared,
-        Expect::Denied,
-    );
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&svc),
-        Expect::Denied,
-    );
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&pod),
-        Expect::Denied,
-    );
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&undeclared),
-        Expect::Denied,
-    );
-    // Where no policy stops the request, the forged identity is stripped: plaintext
-    // carries no XFCC, and a sidecar client's header is replaced by its real identity.
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&open),
-        Expect::Ok(Peer::Plaintext),
-    );
+    let sleep = || Expect::Ok(Peer::Mtls(spiffe_id("secure", "sleep")));
     let intruder = Expect::Ok(Peer::Mtls(spiffe_id("secure", "intruder")));
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "intruder.secure",
-        &forged(&open),
-        intruder,
-    );
+    // Where no policy stops a request, the forged identity is stripped: plaintext carries
+    // no XFCC, and a sidecar client's header is replaced by its real identity.
+    let permissive = [
+        ("sleep.secure", t.svc.clone(), sleep()),
+        ("intruder.secure", t.svc.clone(), Expect::Denied),
+        ("intruder.secure", t.pod.clone(), Expect::Denied),
+        ("intruder.secure", t.undeclared.clone(), Expect::Denied),
+        ("sleep.legacy", forged(&t.svc), Expect::Denied),
+        ("sleep.legacy", forged(&t.pod), Expect::Denied),
+        ("sleep.legacy", forged(&t.undeclared), Expect::Denied),
+        ("sleep.legacy", forged(&t.open), Expect::Ok(Peer::Plaintext)),
+        ("intruder.secure", forged(&t.open), intruder),
+    ];
+    for (from, call, expect) in permissive {
+        mesh.check(
+            report,
+            NAME,
+            "PERMISSIVE, allow only sleep",
+            from,
+            &call,
+            expect,
+        );
+    }
 
-    mesh.apply(|s| {
-        s.set_peer_authentication(peer_authn("default", "secure", None, MtlsMode::Strict))
-    })?;
-    let step = "STRICT namespace";
-    mesh.check(report, NAME, step, "sleep.secure", &svc, sleep);
-    mesh.check(report, NAME, step, "intruder.secure", &svc, Expect::Denied);
-    mesh.check(report, NAME, step, "intruder.secure", &pod, Expect::Reset);
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "intruder.secure",
-        &undeclared,
-        Expect::Reset,
-    );
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&svc),
-        Expect::Reset,
-    );
-    mesh.check(
-        report,
-        NAME,
-        step,
-        "sleep.legacy",
-        &forged(&undeclared),
-        Expect::Reset,
-    );
+    let strict = peer_authn("default", "secure", None, MtlsMode::Strict);
+    mesh.apply(|s| s.set_peer_authentication(strict))?;
+    let attempts = [
+        ("sleep.secure", t.svc.clone(), sleep()),
+        ("intruder.secure", t.svc.clone(), Expect::Denied),
+        ("intruder.secure", t.pod.clone(), Expect::Reset),
+        ("intruder.secure", t.undeclared.clone(), Expect::Reset),
+        ("sleep.legacy", forged(&t.svc), Expect::Reset),
+        ("sleep.legacy", forged(&t.undeclared), Expect::Reset),
+    ];
+    for (from, call, expect) in attempts {
+        mesh.check(report, NAME, "STRICT namespace", from, &call, expect);
+    }
     super::finish(&mesh, report);
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::cp::model::{Action, MeshSpec, spiffe_id};
-use crate::mesh::report::{Expect, Peer, Report};
+use crate::mesh::report::{Expect, Peer, Report, Row};
 use crate::mesh::{Mesh, MeshError, Options};
 
 use super::fixtures::{authz, client, http_service, server, tcp_service, vip};
@@ -54,15 +54,13 @@ pub fn run_rotation(opts: Options, report: &mut Report) -> Result<(), MeshError>
     let step = format!("{rotations} rotations, TTL {}s", TTL.as_secs());
     for (load, to) in loads.into_iter().zip([&call.to, &tcp.to]) {
         let tally = load.stop();
-        report.record(
-            NAME,
-            &step,
-            &mesh.label("sleep.rot"),
-            to,
-            "0 failed".into(),
-            tally.describe(),
-            tally.passed(),
-        );
+        report
+            .rows
+            .push(Row::new(NAME, &step, &mesh.label("sleep.rot"), to).outcome(
+                "0 failed",
+                tally.describe(),
+                tally.passed(),
+            ));
     }
 
     check_wire_certificate(&mesh, report, NAME)?;
@@ -121,14 +119,14 @@ fn check_wire_certificate(mesh: &Mesh, report: &mut Report, name: &str) -> Resul
         Ok(_) => ("an older certificate".to_string(), false),
         Err(e) => (format!("handshake failed: {e}"), false),
     };
-    report.record(
-        name,
-        "after rotation",
-        "mTLS probe",
-        &format!("{} {addr}", mesh.label("httpbin.rot")),
-        "presents newest cert".into(),
-        observed,
-        pass,
+    report.rows.push(
+        Row::new(
+            name,
+            "after rotation",
+            "mTLS probe",
+            &format!("{} {addr}", mesh.label("httpbin.rot")),
+        )
+        .outcome("presents newest cert", observed, pass),
     );
     Ok(())
 }
@@ -170,14 +168,14 @@ fn check_active_secret(
         Some(_) => "an older certificate".to_string(),
         None => "no active default secret in /config_dump".to_string(),
     };
-    report.record(
-        name,
-        "after rotation",
-        &mesh.label(pod),
-        "admin /config_dump secrets",
-        "active default = newest".into(),
-        observed,
-        pass,
+    report.rows.push(
+        Row::new(
+            name,
+            "after rotation",
+            &mesh.label(pod),
+            "admin /config_dump secrets",
+        )
+        .outcome("active default = newest", observed, pass),
     );
     Ok(())
 }
@@ -203,28 +201,24 @@ pub fn run_restart(opts: Options, report: &mut Report) -> Result<(), MeshError> 
     std::thread::sleep(Duration::from_secs(1));
     for (load, to) in loads.into_iter().zip([&call.to, &tcp.to]) {
         let tally = load.stop();
-        report.record(
-            NAME,
-            "killed 3s, restarted",
-            &mesh.label("sleep.cp"),
-            to,
-            "0 failed".into(),
-            tally.describe(),
-            tally.passed(),
+        report.rows.push(
+            Row::new(NAME, "killed 3s, restarted", &mesh.label("sleep.cp"), to).outcome(
+                "0 failed",
+                tally.describe(),
+                tally.passed(),
+            ),
         );
     }
     let observed = match &synced {
         Ok(()) => format!("ACKed {:.1}s after restart", took.as_secs_f64()),
         Err(e) => e.to_string(),
     };
-    report.record(
-        NAME,
-        "after restart",
-        "all sidecars",
-        "new control plane",
-        "reconnect and ACK".into(),
-        observed,
-        synced.is_ok(),
+    report.rows.push(
+        Row::new(NAME, "after restart", "all sidecars", "new control plane").outcome(
+            "reconnect and ACK",
+            observed,
+            synced.is_ok(),
+        ),
     );
 
     let deny = authz("deny-all", "cp", Some("httpbin"), Action::Allow, vec![]);
