@@ -477,3 +477,184 @@ fn send_delta(
         ..DeltaDiscoveryResponse::default()
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+    use tokio::net::UnixStream;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::transport::{Channel, Endpoint};
+
+    use super::*;
+    use crate::cp::store::SyncState;
+
+    /// Connects tonic to a Unix socket.
+    #[derive(Clone)]
+    struct Uds(PathBuf);
+
+    impl tonic::codegen::Service<http::Uri> for Uds {
+        type Response = TokioIo<UnixStream>;
+        type Error = io::Error;
+        type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Uri) -> Self::Future {
+            let path = self.0.clone();
+            Box::pin(async move { Ok(TokioIo::new(UnixStream::connect(path).await?)) })
+        }
+    }
+
+    fn cluster(name: &str) -> envoy_types::pb::google::protobuf::Any {
+        let json = serde_json::json!({"name": name, "type": "STATIC", "connect_timeout": "1s"});
+        proto::to_any(proto::CLUSTER, json).unwrap()
+    }
+
+    fn snapshot(names: &[&str]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for n in names {
+            s.insert((*n).to_string(), cluster(n));
+        }
+        s
+    }
+
+    async fn serve(dir: &Path, store: &Arc<Store>) -> (UdsServer, Channel) {
+        let path = dir.join("XDS");
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let server = UdsServer::bind(&path, me, store.clone(), Served::Ads).unwrap();
+        let channel = Endpoint::from_static("http://xds")
+            .connect_with_connector(Uds(path))
+            .await
+            .unwrap();
+        (server, channel)
+    }
+
+    async fn wait_for(store: &Store, node: &str, want: impl Fn(&SyncState) -> bool) -> SyncState {
+        for _ in 0..200 {
+            let state = store.sync_state(node, true);
+            if want(&state) {
+                return state;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.sync_state(node, true)
+    }
+
+    /// SotW: a wildcard CDS subscription gets the snapshot, the ACK marks the node synced,
+    /// a change is pushed, a NACK is recorded with the proxy's words.
+    #[tokio::test]
+    async fn sotw_serves_acks_pushes_and_records_nacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new();
+        store.set_all([("n1".to_string(), snapshot(&["a"]))]);
+        let (_server, channel) = serve(dir.path(), &store).await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let request = |version: &str, nonce: &str, error: Option<&str>| DiscoveryRequest {
+            node: Some(Node {
+                id: "n1".into(),
+                ..Node::default()
+            }),
+            type_url: proto::CLUSTER.into(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                ..RpcStatus::default()
+            }),
+            ..DiscoveryRequest::default()
+        };
+        tx.send(request("", "", None)).await.unwrap();
+        let first = responses.message().await.unwrap().unwrap();
+        assert_eq!(first.resources.len(), 1);
+        assert!(matches!(
+            store.sync_state("n1", true),
+            SyncState::Pending(_)
+        ));
+        tx.send(request(&first.version_info, &first.nonce, None))
+            .await
+            .unwrap();
+        let synced = wait_for(&store, "n1", |s| *s == SyncState::Synced).await;
+        assert_eq!(synced, SyncState::Synced);
+
+        store.set_all([("n1".to_string(), snapshot(&["a", "b"]))]);
+        let pushed = responses.message().await.unwrap().unwrap();
+        assert_eq!(pushed.resources.len(), 2);
+        assert_ne!(pushed.version_info, first.version_info);
+        tx.send(request(
+            &first.version_info,
+            &pushed.nonce,
+            Some("bad cluster b"),
+        ))
+        .await
+        .unwrap();
+        let nacked = wait_for(&store, "n1", |s| matches!(s, SyncState::Nacked(_))).await;
+        assert!(matches!(nacked, SyncState::Nacked(n) if n.message == "bad cluster b"));
+        assert_eq!(store.nacks().len(), 1);
+    }
+
+    /// Delta: the first answer carries everything, a change only what changed and what
+    /// was removed.
+    #[tokio::test]
+    async fn delta_sends_only_changes_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new();
+        store.set_all([("n2".to_string(), snapshot(&["a", "b"]))]);
+        let (_server, channel) = serve(dir.path(), &store).await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = AggregatedDiscoveryServiceClient::new(channel)
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "n2".into(),
+                ..Node::default()
+            }),
+            type_url: proto::CLUSTER.into(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+        let first = responses.message().await.unwrap().unwrap();
+        let mut names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "b"]);
+        tx.send(DeltaDiscoveryRequest {
+            type_url: proto::CLUSTER.into(),
+            response_nonce: first.nonce.clone(),
+            ..DeltaDiscoveryRequest::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            wait_for(&store, "n2", |s| *s == SyncState::Synced).await,
+            SyncState::Synced
+        );
+
+        store.set_all([("n2".to_string(), snapshot(&["a", "c"]))]);
+        let change = responses.message().await.unwrap().unwrap();
+        let names: Vec<&str> = change.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c"]);
+        assert_eq!(change.removed_resources, ["b"]);
+    }
+}
