@@ -89,7 +89,7 @@ pub struct Mesh {
     cp: ControlPlane,
     node: Node,
     rt: tokio::runtime::Runtime,
-    dir: PathBuf,
+    dir: MeshDir,
     opts: Options,
     changed_at: Mutex<Instant>,
 }
@@ -206,11 +206,10 @@ impl Mesh {
             .map_err(MeshError::io("starting the tokio runtime"))?;
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("e2e-mesh-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(MeshError::io("creating the mesh directory"))?;
+        let dir = MeshDir::create(n)?;
         let node = Node::new()?;
         let iptables_init = bins::workspace_binary("iptables-init")?;
-        let pods = create_pods(&node, &spec, &dir, &iptables_init)?;
+        let pods = create_pods(&node, &spec, &dir.0, &iptables_init)?;
         node.program_services(&spec)?;
         let cp = ControlPlane::new(rt.handle().clone(), spec, opts.profile)?;
         let mut mesh = Self {
@@ -327,7 +326,7 @@ impl Mesh {
 
     /// The mesh's working directory (pod roots, logs).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.dir.0
     }
 
     fn service(&self, name: &str, namespace: &str) -> Result<Service, MeshError> {
@@ -454,10 +453,27 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        // Sidecars and apps first, then the control plane and runtime, then namespaces.
+        // Sidecars and apps first; then fields drop in order: control plane (sockets),
+        // node namespace, runtime, directory.
         self.pods.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.node;
+    }
+}
+
+/// The mesh's directory under /tmp (pod roots, sockets, logs), removed on drop.
+#[derive(Debug)]
+struct MeshDir(PathBuf);
+
+impl MeshDir {
+    fn create(n: u32) -> Result<Self, MeshError> {
+        let dir = std::env::temp_dir().join(format!("e2e-mesh-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(MeshError::io("creating the mesh directory"))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for MeshDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
