@@ -5,10 +5,13 @@
 //! [`require_root`] first, which prints why a test is skipped when it cannot run.
 #![forbid(unsafe_code)]
 
+pub mod cp;
 pub mod echo;
 pub mod envoy;
 pub mod http;
+pub mod mesh;
 pub mod netns;
+pub mod scenarios;
 
 pub use echo::{AddrServer, connect_as, connect_from};
 pub use envoy::{EnvoyProcess, ProxyProcess, envoy_binary, require_envoy};
