@@ -111,6 +111,8 @@ pub enum NetworkFilterConfig {
     /// accepted, not run.
     TelemetryOnly(String),
     TcpProxy(TcpProxyConfig),
+    /// `envoy.filters.network.rbac`, compiled (with its stats) when the chain is built.
+    Rbac(Box<envoy_types::pb::google::protobuf::Any>),
     /// `envoy.filters.network.direct_response`: writes fixed bytes and closes.
     DirectResponse(Bytes),
 }
@@ -428,6 +430,10 @@ fn network_filter(
                 TcpProxyConfig::from_proto(&proto).at("typed_config")?,
             ))
         }
+        Some("filters.network.rbac.v3.RBAC") => Ok(NetworkFilterConfig::Rbac(Box::new(
+            // Keep a TypedStruct as it came: the RBAC compiler unwraps it strictly.
+            any_cfg.clone(),
+        ))),
         Some("filters.network.direct_response.v3.Config") => {
             let proto: DirectResponseProto = any::decode(any_cfg)?;
             let body = match proto.response.and_then(|r| r.specifier) {

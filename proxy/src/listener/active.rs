@@ -9,9 +9,10 @@ use bytes::Bytes;
 
 use super::FilterChainMatcher;
 use super::filter_chain_match::ChainSpec;
-use crate::config::ConfigError;
 use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
+use crate::config::{ConfigError, Context};
 use crate::drain::Drain;
+use crate::rbac::NetworkRbac;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
 
@@ -88,6 +89,9 @@ pub enum Terminal {
 pub struct ActiveChain {
     pub config: FilterChainConfig,
     pub terminal: Terminal,
+    /// The chain's `envoy.filters.network.rbac` filters, in order, run on client data before
+    /// the terminal filter sees it.
+    pub rbac: Box<[NetworkRbac]>,
     /// Drained when the chain is removed or changed by a listener update.
     pub drain: Drain,
 }
@@ -97,9 +101,15 @@ pub struct ActiveChain {
 impl ActiveChain {
     fn build(config: FilterChainConfig, store: &Store) -> Result<Self, ConfigError> {
         let mut terminal = None;
-        for f in &config.filters {
+        let mut rbac = Vec::new();
+        for (i, f) in config.filters.iter().enumerate() {
             match f {
                 NetworkFilterConfig::TelemetryOnly(_) => {}
+                NetworkFilterConfig::Rbac(any) => rbac.push(
+                    NetworkRbac::from_any(any, store)
+                        .at(format!("filters[{i}].typed_config"))
+                        .at(format!("filter_chains ({:?})", &*config.name))?,
+                ),
                 NetworkFilterConfig::TcpProxy(c) => {
                     terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), store)));
                 }
@@ -113,6 +123,7 @@ impl ActiveChain {
         Ok(Self {
             config,
             terminal,
+            rbac: rbac.into_boxed_slice(),
             drain: Drain::new(),
         })
     }

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::active::{ActiveChain, ActiveListener, ListenerStats, Terminal};
 use super::manager::ListenerManager;
+use super::rbac_gate::RbacGate;
 use super::{Inspectors, Peek, socket};
 use crate::config::listener::DownstreamTransport;
 use crate::conn::Downstream;
@@ -123,8 +124,13 @@ async fn run_terminal(
     manager: &ListenerManager,
 ) {
     match &chain.terminal {
-        Terminal::TcpProxy(proxy) => {
+        Terminal::TcpProxy(proxy) if chain.rbac.is_empty() => {
             let outcome = proxy.run(io, downstream, manager.clusters()).await;
+            tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
+        }
+        Terminal::TcpProxy(proxy) => {
+            let gated = RbacGate::new(io, &chain.rbac, downstream);
+            let outcome = proxy.run(gated, downstream, manager.clusters()).await;
             tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
         }
         Terminal::DirectResponse(body) => {
