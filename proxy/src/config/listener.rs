@@ -110,6 +110,9 @@ pub enum NetworkFilterConfig {
     /// Istio's telemetry filters (`istio.stats`, `istio.metadata_exchange` config only):
     /// accepted, not run.
     TelemetryOnly(String),
+    /// Istio's `istio.stats` (`stats.PluginConfig`): the connection is reported in Istio's
+    /// TCP metrics ([`crate::istio_stats`]).
+    IstioStats,
     TcpProxy(TcpProxyConfig),
     /// `envoy.filters.network.rbac`, compiled (with its stats) when the chain is built.
     Rbac(Box<envoy_types::pb::google::protobuf::Any>),
@@ -420,6 +423,9 @@ fn network_filter(
         )));
     };
     let type_url = any::effective_type_url(any_cfg)?;
+    if type_url == crate::istio_stats::TYPE_URL {
+        return Ok(NetworkFilterConfig::IstioStats);
+    }
     if extension::is_telemetry_only(&type_url) {
         return Ok(NetworkFilterConfig::TelemetryOnly(f.name.clone()));
     }
@@ -511,7 +517,7 @@ filter_chains:
         assert_eq!(l.chains.len(), 2);
         assert!(matches!(
             l.chains[0].filters[0],
-            NetworkFilterConfig::TelemetryOnly(_)
+            NetworkFilterConfig::IstioStats
         ));
     }
 

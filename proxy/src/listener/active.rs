@@ -92,6 +92,8 @@ pub struct ActiveChain {
     /// The chain's `envoy.filters.network.rbac` filters, in order, run on client data before
     /// the terminal filter sees it.
     pub rbac: Box<[NetworkRbac]>,
+    /// Whether Istio's `istio.stats` reports this chain's connections.
+    pub istio_stats: bool,
     /// Drained when the chain is removed or changed by a listener update.
     pub drain: Drain,
 }
@@ -102,9 +104,11 @@ impl ActiveChain {
     fn build(config: FilterChainConfig, store: &Store) -> Result<Self, ConfigError> {
         let mut terminal = None;
         let mut rbac = Vec::new();
+        let mut istio_stats = false;
         for (i, f) in config.filters.iter().enumerate() {
             match f {
                 NetworkFilterConfig::TelemetryOnly(_) => {}
+                NetworkFilterConfig::IstioStats => istio_stats = true,
                 NetworkFilterConfig::Rbac(any) => rbac.push(
                     NetworkRbac::from_any(any, store)
                         .at(format!("filters[{i}].typed_config"))
@@ -124,6 +128,7 @@ impl ActiveChain {
             config,
             terminal,
             rbac: rbac.into_boxed_slice(),
+            istio_stats,
             drain: Drain::new(),
         })
     }

@@ -3,14 +3,16 @@
 pub mod copy;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
 use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
+use crate::tls::PeerMetadataSlot;
 use crate::upstream::cluster::{Close, ClusterStats, OriginalSrc};
+use crate::upstream::host::Host;
 use crate::upstream::{
     Cluster, ClusterManager, ConnectError, LbContext, Upstream, UpstreamIo, connect, lb,
 };
@@ -126,8 +128,24 @@ impl TcpProxy {
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
+        self.run_reporting(downstream, conn, clusters, &mut Report::default())
+            .await
+    }
+
+    /// [`run`](Self::run), telling `report` what telemetry needs about the connection.
+    pub async fn run_reporting<D>(
+        &self,
+        downstream: D,
+        conn: &Downstream,
+        clusters: &ClusterManager,
+        report: &mut Report,
+    ) -> Outcome
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
         self.stats.downstream_cx_total.inc();
         let name = self.cluster_name();
+        report.cluster = Some(name.clone());
         let Some(cluster) = clusters.get(name) else {
             tracing::debug!(cluster = &**name, "tcp_proxy: no such cluster");
             self.stats.downstream_cx_no_route.inc();
@@ -161,13 +179,24 @@ impl TcpProxy {
             }
         };
         let (mut up_io, host, handle) = upstream.into_parts();
+        report.host = Some(host.clone());
+        if let UpstreamIo::Tls(tls) = &up_io {
+            report.upstream_principal = tls
+                .info()
+                .peer_certificate
+                .as_ref()
+                .and_then(|c| c.uri_sans.first().cloned());
+            report.upstream_peer = Some(tls.peer_metadata());
+        }
         let cstats = &handle.cluster().stats;
         // Envoy's TCP pool counts the proxied connection as the upstream "request".
         cstats.upstream_rq_total.inc();
         cstats.upstream_rq_active.inc();
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.proxy(downstream, &mut up_io, cstats).await;
+        let outcome = self
+            .proxy(downstream, &mut up_io, cstats, &report.bytes)
+            .await;
         host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
         cstats.upstream_rq_active.dec();
         outcome
@@ -179,6 +208,7 @@ impl TcpProxy {
         mut downstream: D,
         up_io: &mut UpstreamIo,
         cstats: &ClusterStats,
+        bytes: &Bytes,
     ) -> Outcome
     where
         D: AsyncRead + AsyncWrite + Unpin,
@@ -187,10 +217,12 @@ impl TcpProxy {
             let n = n as u64;
             match from {
                 From::A => {
+                    bytes.received.fetch_add(n, Ordering::Relaxed);
                     self.stats.downstream_cx_rx_bytes_total.add(n);
                     cstats.upstream_cx_tx_bytes_total.add(n);
                 }
                 From::B => {
+                    bytes.sent.fetch_add(n, Ordering::Relaxed);
                     self.stats.downstream_cx_tx_bytes_total.add(n);
                     cstats.upstream_cx_rx_bytes_total.add(n);
                 }
@@ -230,6 +262,29 @@ impl TcpProxy {
             }
         }
     }
+}
+
+/// What telemetry learns about one proxied connection.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The cluster chosen.
+    pub cluster: Option<Arc<str>>,
+    /// The upstream host, once connected.
+    pub host: Option<Arc<Host>>,
+    /// The upstream's verified certificate URI SAN (mTLS).
+    pub upstream_principal: Option<String>,
+    /// The upstream's metadata, when Istio's exchange ran.
+    pub upstream_peer: Option<PeerMetadataSlot>,
+    pub bytes: Bytes,
+}
+
+/// Bytes moved, counted as they move.
+#[derive(Debug, Default)]
+pub struct Bytes {
+    /// From the client.
+    pub received: AtomicU64,
+    /// To the client.
+    pub sent: AtomicU64,
 }
 
 /// One connection attempt, counted as Envoy's TCP pool counts a pending request: failures
