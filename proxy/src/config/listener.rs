@@ -563,7 +563,7 @@ filter_chains:
             )
         };
         let err = listener(&base(
-            "  - name: envoy.filters.network.rbac\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, stat_prefix: tcp. }\n  - name: envoy.filters.network.tcp_proxy\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: x, cluster: c }\n",
+            "  - name: envoy.filters.network.local_ratelimit\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: tcp. }\n  - name: envoy.filters.network.tcp_proxy\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: x, cluster: c }\n",
         ))
         .unwrap_err()
         .to_string();
