@@ -76,8 +76,8 @@ static_resources:
   clusters:
   - name: echo
     connect_timeout: 10s
-    # Envoy's defaults (1024 connections, and 1024 requests: each tcp_proxy connection is
-    # one) would cap the crowd; Istio raises them all the same way.
+    # Envoy's defaults (1024 connections, 1024 connecting at once: each tcp_proxy connection
+    # is a pending request while it connects) would cap the crowd; Istio raises them all.
     circuit_breakers: {{thresholds: [{{max_connections: 4294967295, max_pending_requests: 4294967295, max_requests: 4294967295}}]}}
     load_assignment:
       cluster_name: echo

@@ -151,6 +151,9 @@ impl TcpProxy {
             self.stats.downstream_cx_no_route.inc();
             return Outcome::NoRoute;
         };
+        if let Err(e) = admit(&cluster) {
+            return Outcome::ConnectFailed(e);
+        }
         let ctx = LbContext {
             original_dst: Some(conn.local),
             original_src: conn.original_src_mark.map(|mark| OriginalSrc {
@@ -285,6 +288,20 @@ pub struct Bytes {
     pub received: AtomicU64,
     /// To the client.
     pub sent: AtomicU64,
+}
+
+/// Envoy's TCP pool admission: each proxied connection is one pending upstream request
+/// while it connects, so `max_pending_requests` (default 1024) caps how many connect at
+/// once; over it, the connection fails at once as an overflow (`UO`). Once connected it
+/// is an active request, but Envoy's TCP pool does not hold it to `max_requests`.
+fn admit(cluster: &Cluster) -> Result<(), ConnectError> {
+    let stats = &cluster.stats;
+    if stats.upstream_rq_pending_active.value() >= cluster.config.thresholds.max_pending_requests {
+        stats.rq_pending_open.set(1);
+        stats.upstream_rq_pending_overflow.inc();
+        return Err(ConnectError::Overflow);
+    }
+    Ok(())
 }
 
 /// One connection attempt, counted as Envoy's TCP pool counts a pending request: failures
