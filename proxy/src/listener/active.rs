@@ -12,6 +12,7 @@ use super::filter_chain_match::ChainSpec;
 use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
 use crate::config::{ConfigError, Context};
 use crate::drain::Drain;
+use crate::http::access_log::AccessLogManager;
 use crate::rbac::NetworkRbac;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
@@ -80,7 +81,7 @@ impl ListenerStats {
 /// The terminal network filter of a chain.
 #[derive(Debug)]
 pub enum Terminal {
-    TcpProxy(TcpProxy),
+    TcpProxy(Box<TcpProxy>),
     DirectResponse(Bytes),
 }
 
@@ -115,7 +116,11 @@ impl ActiveChain {
                         .at(format!("filter_chains ({:?})", &*config.name))?,
                 ),
                 NetworkFilterConfig::TcpProxy(c) => {
-                    terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), store)));
+                    let proxy =
+                        TcpProxy::with_access_logs(c.clone(), store, AccessLogManager::global())
+                            .at(format!("filters[{i}].typed_config"))
+                            .at(format!("filter_chains ({:?})", &*config.name))?;
+                    terminal = Some(Terminal::TcpProxy(Box::new(proxy)));
                 }
                 NetworkFilterConfig::DirectResponse(body) => {
                     terminal = Some(Terminal::DirectResponse(body.clone()));

@@ -141,6 +141,7 @@ async fn run_terminal(
                     .await
             };
             tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
+            proxy.log(downstream, &outcome, &report);
             if chain.istio_stats
                 && let Some(telemetry) = IstioStats::get()
             {
@@ -200,7 +201,7 @@ fn report_tcp(
         response_flags: flags,
         received: report.bytes.received.load(Ordering::Relaxed),
         sent: report.bytes.sent.load(Ordering::Relaxed),
-        connected: report.host.is_some(),
+        connected: report.connected,
     });
 }
 

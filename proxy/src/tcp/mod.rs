@@ -1,5 +1,6 @@
 //! `envoy.filters.network.tcp_proxy`: connect to a cluster and copy bytes both ways.
 
+pub mod access_log;
 pub mod copy;
 
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
 use crate::tls::PeerMetadataSlot;
 use crate::upstream::cluster::{Close, ClusterStats, OriginalSrc};
+use crate::upstream::connect::connect_host_with;
 use crate::upstream::host::Host;
 use crate::upstream::{
-    Cluster, ClusterManager, ConnectError, LbContext, Upstream, UpstreamIo, connect, lb,
+    Cluster, ClusterManager, ConnectError, ConnectOptions, LbContext, Upstream, UpstreamIo, lb,
 };
 use copy::{CopyError, From, copy_bidirectional};
 
@@ -74,6 +76,7 @@ impl TcpProxyStats {
 pub struct TcpProxy {
     pub config: TcpProxyConfig,
     pub stats: TcpProxyStats,
+    access_logs: Vec<crate::http::access_log::AccessLog>,
 }
 
 /// How a proxied connection ended, for access logs and tests.
@@ -96,9 +99,26 @@ pub enum Outcome {
 // === impl TcpProxy ===
 
 impl TcpProxy {
+    /// Builds the filter without its access logs (see [`with_access_logs`](Self::with_access_logs)).
     pub fn new(config: TcpProxyConfig, store: &Store) -> Self {
         let stats = TcpProxyStats::new(store, &config.stat_prefix);
-        Self { config, stats }
+        Self {
+            config,
+            stats,
+            access_logs: Vec::new(),
+        }
+    }
+
+    /// Builds the filter with its access logs, opening their files.
+    pub fn with_access_logs(
+        config: TcpProxyConfig,
+        store: &Store,
+        mgr: &crate::http::access_log::AccessLogManager,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let logs = access_log::build(&config, mgr)?;
+        let mut proxy = Self::new(config, store);
+        proxy.access_logs = logs;
+        Ok(proxy)
     }
 
     /// The cluster this connection goes to.
@@ -144,13 +164,14 @@ impl TcpProxy {
         D: AsyncRead + AsyncWrite + Unpin,
     {
         self.stats.downstream_cx_total.inc();
+        report.started = Some(access_log::Started::now());
         let name = self.cluster_name();
-        report.cluster = Some(name.clone());
         let Some(cluster) = clusters.get(name) else {
             tracing::debug!(cluster = &**name, "tcp_proxy: no such cluster");
             self.stats.downstream_cx_no_route.inc();
             return Outcome::NoRoute;
         };
+        report.cluster = Some(name.clone());
         if let Err(e) = admit(&cluster) {
             return Outcome::ConnectFailed(e);
         }
@@ -164,7 +185,8 @@ impl TcpProxy {
         let mut attempt = 0;
         let upstream = loop {
             attempt += 1;
-            match connect_pending(&cluster, &ctx).await {
+            report.attempts = attempt;
+            match connect_pending(&cluster, &ctx, report).await {
                 Ok(up) => break up,
                 Err(e) if matches!(e, ConnectError::Overflow | ConnectError::NoHealthyUpstream) => {
                     tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
@@ -173,6 +195,7 @@ impl TcpProxy {
                 Err(e) if attempt >= self.config.max_connect_attempts => {
                     tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
                     cluster.stats.upstream_cx_connect_attempts_exceeded.inc();
+                    report.attempts_exhausted = true;
                     return Outcome::ConnectFailed(e);
                 }
                 Err(e) => tracing::debug!(
@@ -182,7 +205,8 @@ impl TcpProxy {
             }
         };
         let (mut up_io, host, handle) = upstream.into_parts();
-        report.host = Some(host.clone());
+        report.connected = true;
+        report.upstream_local = up_io.local_addr();
         if let UpstreamIo::Tls(tls) = &up_io {
             report.upstream_principal = tls
                 .info()
@@ -270,9 +294,18 @@ impl TcpProxy {
 /// What telemetry learns about one proxied connection.
 #[derive(Debug, Default)]
 pub struct Report {
+    pub started: Option<access_log::Started>,
+    /// Connection attempts made.
+    pub attempts: u32,
+    /// Connecting failed as many times as `max_connect_attempts` allows (`URX`).
+    pub attempts_exhausted: bool,
+    /// An upstream connection was established.
+    pub connected: bool,
+    /// Our end of the upstream connection.
+    pub upstream_local: Option<std::net::SocketAddr>,
     /// The cluster chosen.
     pub cluster: Option<Arc<str>>,
-    /// The upstream host, once connected.
+    /// The upstream host tried last (connected when `connected`).
     pub host: Option<Arc<Host>>,
     /// The upstream's verified certificate URI SAN (mTLS).
     pub upstream_principal: Option<String>,
@@ -309,11 +342,19 @@ fn admit(cluster: &Cluster) -> Result<(), ConnectError> {
 async fn connect_pending(
     cluster: &Arc<Cluster>,
     ctx: &LbContext,
+    report: &mut Report,
 ) -> Result<Upstream, ConnectError> {
     let stats = &cluster.stats;
+    let host = cluster.choose(ctx).ok_or(ConnectError::NoHealthyUpstream)?;
+    // The host tried is logged even when connecting fails (`%UPSTREAM_HOST%`).
+    report.host = Some(host.clone());
     stats.upstream_rq_pending_total.inc();
     stats.upstream_rq_pending_active.inc();
-    let result = connect(cluster, ctx).await;
+    let options = ConnectOptions {
+        original_src: ctx.original_src,
+        ..ConnectOptions::default()
+    };
+    let result = connect_host_with(cluster, host, &options).await;
     stats.upstream_rq_pending_active.dec();
     if let Err(ConnectError::Failed(_) | ConnectError::Timeout | ConnectError::Bind { .. }) =
         &result
