@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::active::{ActiveChain, ActiveListener, ListenerStats, Terminal};
 use super::manager::ListenerManager;
 use super::{Inspectors, Peek, socket};
-use crate::config::listener::DownstreamTransport;
-use crate::conn::Downstream;
+use crate::conn::{Downstream, PeerTls};
 use crate::io::{DownstreamIo, Prefixed};
+use crate::tls::{DownstreamTls, LocalNode, peer_exchange};
 
 /// Settles a connection's listener stats when it ends.
 struct Accounting {
@@ -85,7 +85,7 @@ pub async fn handle(
     else {
         return;
     };
-    let downstream = Downstream {
+    let mut downstream = Downstream {
         local: destination,
         peer,
         listener: listener.config.name.clone(),
@@ -95,16 +95,18 @@ pub async fn handle(
         tls: None,
         original_src_mark: listener.config.original_src_mark,
     };
-    let io = match &chain.config.transport {
-        DownstreamTransport::Raw => DownstreamIo::Raw(Prefixed::new(buffered, stream)),
-        DownstreamTransport::Tls(_) => {
-            // Never serve plaintext where TLS is configured.
-            tracing::warn!(
-                listener = &*listener.config.name,
-                chain = &*chain.config.name,
-                "TLS termination is not available; closing the connection"
-            );
-            return;
+    let io = Prefixed::new(buffered, stream);
+    let io = match &chain.tls {
+        None => DownstreamIo::Raw(io),
+        Some(tls) => {
+            let node = manager.clusters().tls().node.clone();
+            match accept_tls(tls, io, node.as_deref(), &downstream).await {
+                Some((io, peer_tls)) => {
+                    downstream.tls = Some(Arc::new(peer_tls));
+                    io
+                }
+                None => return,
+            }
         }
     };
     let work = run_terminal(&chain, io, &downstream, &manager);
@@ -114,6 +116,38 @@ pub async fn handle(
             tracing::debug!(chain = &*chain.config.name, "closing a connection of a drained filter chain");
         }
     }
+}
+
+/// Terminates TLS; `None` closes the connection (the handshake failed, or the chain's
+/// secrets have not arrived: never plaintext). With ALPN `istio-peer-exchange` negotiated,
+/// the session is wrapped for Istio's metadata exchange and our frame is sent at once.
+async fn accept_tls(
+    tls: &DownstreamTls,
+    io: Prefixed<TcpStream>,
+    node: Option<&LocalNode>,
+    downstream: &Downstream,
+) -> Option<(DownstreamIo, PeerTls)> {
+    let (stream, peer_tls) = match tls.accept_stream(io).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(
+                listener = &*downstream.listener,
+                chain = &*downstream.filter_chain,
+                peer = %downstream.peer,
+                "closing the connection: {e}"
+            );
+            return None;
+        }
+    };
+    if node.is_none() || peer_tls.alpn.as_deref() != Some(peer_exchange::ALPN) {
+        return Some((DownstreamIo::Tls(Box::new(stream)), peer_tls));
+    }
+    let mut wrapped = peer_exchange::wrap(stream, peer_tls.alpn.as_deref(), node);
+    if let Err(e) = wrapped.flush().await {
+        tracing::debug!(peer = %downstream.peer, "metadata exchange: cannot send our frame: {e}");
+        return None;
+    }
+    Some((DownstreamIo::PeerExchange(Box::new(wrapped)), peer_tls))
 }
 
 async fn run_terminal(
