@@ -366,3 +366,126 @@ async fn secrets_over_sds_gate_rotate_and_nack() {
     assert_eq!(roundtrip(&mut third, b"three").await.unwrap(), b"three");
     assert_eq!(roundtrip(&mut open, b"first").await.unwrap(), b"first");
 }
+
+// --- admin ----------------------------------------------------------------------------------
+
+/// A bootstrap with a file secret, an inline secret and a file CA, used by two TLS
+/// listeners (one on `port`), as Envoy and we both load it.
+fn admin_bootstrap(dir: &Path, ca: &Ca, port: u16, app: SocketAddr) -> String {
+    let (cert, key) = ca.leaf(OUR_ID).write(dir, "file");
+    let root = ca.write(dir, "root.pem");
+    let inline = ca.leaf("spiffe://cluster.local/ns/default/sa/inline");
+    let block = |pem: &str| indent(pem, 10);
+    let secrets = format!(
+        "  - name: file\n    tls_certificate: {{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}\n  - name: inline\n    tls_certificate:\n      certificate_chain:\n        inline_string: |\n{}      private_key:\n        inline_string: |\n{}  - name: root\n    validation_context: {{trusted_ca: {{filename: {}}}}}\n",
+        cert.display(),
+        key.display(),
+        block(&inline.cert_pem),
+        block(&inline.key_pem),
+        root.display()
+    );
+    let ctx = |cert: &str| {
+        tls_transport(
+            "DownstreamTlsContext",
+            &format!(
+                "common_tls_context:\n  tls_certificate_sds_secret_configs: [{{name: {cert}}}]\n  validation_context_sds_secret_config: {{name: root}}\nrequire_client_certificate: true\n"
+            ),
+            6,
+        )
+    };
+    format!(
+        "{ADMIN}static_resources:\n  secrets:\n{secrets}  clusters:\n{}  listeners:\n{}{}",
+        static_cluster("app", app),
+        tcp_listener("a", port, "app", &ctx("file")),
+        tcp_listener("b", port + 1, "app", &ctx("inline")),
+    )
+}
+
+/// Two free consecutive ports.
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn admin_json(p: &ProxyProcess, path: &str) -> serde_json::Value {
+    let (status, body) = e2e::http::get(p.admin, path).unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// `/certs` with contexts in a stable order (Envoy's order is its context map's).
+fn sorted_certs(p: &ProxyProcess) -> Vec<String> {
+    let v = admin_json(p, "/certs");
+    let mut out: Vec<String> = v["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| serde_json::to_string_pretty(c).unwrap())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The static secrets of `/config_dump`, by name.
+fn static_secrets(p: &ProxyProcess) -> Vec<(String, serde_json::Value)> {
+    let v = admin_json(p, "/config_dump");
+    let dump = v["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump")
+        .expect("a SecretsConfigDump")
+        .clone();
+    let mut out: Vec<(String, serde_json::Value)> = dump["static_secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s.clone()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certs_and_secrets_dump_match_envoy() {
+    let Some(envoy_bin) = e2e::require_envoy("certs_and_secrets_dump_match_envoy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster.local");
+    let app = echo_app().await;
+    let (ours_port, envoy_port) = (free_port_pair(), free_port_pair());
+    let ours_yaml = admin_bootstrap(dir.path(), &ca, ours_port, app);
+    // The same secrets (files and bytes), on other ports.
+    let envoy_yaml = ours_yaml
+        .replace(
+            &format!("port_value: {ours_port}}}"),
+            &format!("port_value: {envoy_port}}}"),
+        )
+        .replace(
+            &format!("port_value: {}}}", ours_port + 1),
+            &format!("port_value: {}}}", envoy_port + 1),
+        );
+    let (ours, envoy) = tokio::task::spawn_blocking(move || {
+        (
+            ProxyProcess::start(Path::new(PROXY), &ours_yaml, &[]).unwrap(),
+            ProxyProcess::start(&envoy_bin, &envoy_yaml, &[]).unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+
+    let (our_certs, envoy_certs) = (sorted_certs(&ours), sorted_certs(&envoy));
+    assert_eq!(envoy_certs.len(), 2, "{envoy_certs:#?}");
+    assert_eq!(our_certs, envoy_certs);
+
+    let (our_secrets, envoy_secrets) = (static_secrets(&ours), static_secrets(&envoy));
+    assert_eq!(envoy_secrets.len(), 3);
+    assert_eq!(our_secrets, envoy_secrets);
+    let file_key = &our_secrets[0].1["secret"]["tls_certificate"]["private_key"];
+    assert_eq!(file_key["filename"], "[redacted]");
+}

@@ -23,6 +23,8 @@ pub struct Leaf {
     pub not_before: i64,
     pub not_after: i64,
     pub not_after_text: String,
+    /// The serial number in lower-case hex without leading zeros (Envoy's `/certs`).
+    pub serial_hex: String,
     /// DER of the SubjectPublicKeyInfo (for `verify_certificate_spki`).
     pub spki: Vec<u8>,
 }
@@ -39,6 +41,7 @@ impl Leaf {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             not_after_text: cert.validity().not_after.to_string(),
+            serial_hex: format!("{:x}", cert.serial),
             spki: cert.public_key().raw.to_vec(),
             ..Self::default()
         };

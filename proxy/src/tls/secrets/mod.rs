@@ -455,6 +455,8 @@ impl SecretStore {
             .filter_map(|(key, e)| {
                 let (name, dynamic) = match key {
                     Key::Static(n) => (n, false),
+                    // Like Envoy, an SDS secret no context uses any more is gone.
+                    Key::Sds(_) if e.tx.receiver_count() == 0 => return None,
                     Key::Sds(n) => (n, true),
                     Key::File(_) => return None,
                 };
