@@ -344,6 +344,28 @@ async fn secrets_over_sds_gate_rotate_and_nack() {
     assert_eq!(roundtrip(&mut second, b"two").await.unwrap(), b"two");
     assert_eq!(roundtrip(&mut open, b"still").await.unwrap(), b"still");
 
+    // The admin shows the SDS secrets (key redacted) and the certificate in use.
+    let dump = admin_json(&proxy, "/config_dump");
+    let secrets = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.SecretsConfigDump")
+        .unwrap();
+    let active = secrets["dynamic_active_secrets"].as_array().unwrap();
+    let names: Vec<&str> = active.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ROOTCA", "default"], "{secrets:#}");
+    assert!(
+        active.iter().all(|s| s["version_info"] == "2"),
+        "{secrets:#}"
+    );
+    let key = &active[1]["secret"]["tls_certificate"]["private_key"];
+    assert_eq!(key["inline_string"], "[redacted]", "{secrets:#}");
+    let certs = admin_json(&proxy, "/certs");
+    let chain = &certs["certificates"][0]["cert_chain"][0];
+    assert_eq!(chain["path"], "<inline>", "{certs:#}");
+    assert_eq!(chain["subject_alt_names"][0]["uri"], OUR_ID, "{certs:#}");
+
     // A bad certificate: NACKed naming the secret; the previous one keeps serving.
     let mut bad = leaf2.secret("default");
     if let Some(envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type::TlsCertificate(c)) = &mut bad.r#type {
