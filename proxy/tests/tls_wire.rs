@@ -16,6 +16,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::ProxyProcess;
@@ -510,4 +511,132 @@ async fn certs_and_secrets_dump_match_envoy() {
     assert_eq!(our_secrets, envoy_secrets);
     let file_key = &our_secrets[0].1["secret"]["tls_certificate"]["private_key"];
     assert_eq!(file_key["filename"], "[redacted]");
+}
+
+// --- secrets over ADS -----------------------------------------------------------------------
+
+/// A bootstrap whose listeners and clusters come over ADS from `xds`.
+fn ads_bootstrap(xds: SocketAddr) -> String {
+    format!(
+        "node: {{id: sidecar, cluster: test}}\n{ADMIN}dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    transport_api_version: V3\n    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]\n  cds_config: {{ads: {{}}, resource_api_version: V3}}\n  lds_config: {{ads: {{}}, resource_api_version: V3}}\nstatic_resources:\n  clusters:\n{}    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: {{http2_protocol_options: {{}}}}\n",
+        static_cluster("xds", xds)
+    )
+}
+
+/// Answers every first request of a type (and every change of the secret names) with
+/// `resources` of that type; records the secret names asked for and every NACK.
+fn serve_ads(
+    server: Arc<XdsServer>,
+    resources: Vec<(ResourceType, Vec<xds_client::Resource>)>,
+) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let request = match server.next_ads_sotw().await {
+                Ok(r) => r.request,
+                Err(xds_client::testing::ServerError::Timeout(_)) => continue,
+                Err(_) => return,
+            };
+            if let Some(status) = &request.error_detail {
+                let _ = tx.send(format!("NACK {}", status.message));
+            }
+            let is_secret = request.type_url == ResourceType::Secret.type_url();
+            if is_secret {
+                let _ = tx.send(format!("secrets {:?}", request.resource_names));
+            }
+            if !request.response_nonce.is_empty() && !(is_secret && request.version_info.is_empty())
+            {
+                continue;
+            }
+            let Some((t, list)) = resources
+                .iter()
+                .find(|(t, _)| t.type_url() == request.type_url)
+            else {
+                continue;
+            };
+            n += 1;
+            let _ = server.push_ads_sotw(sotw_response(*t, "1", &format!("n{n}"), list));
+        }
+    });
+    rx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_over_ads_warm_a_dynamic_listener() {
+    let server = Arc::new(
+        XdsServer::bind_tcp("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap(),
+    );
+    let xds = match server.address() {
+        xds_client::testing::ServerAddress::Tcp(a) => *a,
+        xds_client::testing::ServerAddress::Uds(_) => unreachable!(),
+    };
+    let ca = Ca::new("cluster.local");
+    let app = echo_app().await;
+    let port = free_port();
+    let ctx = istio_inbound(&["h2", "http/1.1"], "{ads: {}, resource_api_version: V3}");
+    let listener_yaml = tcp_listener(
+        "inbound",
+        port,
+        "app",
+        &tls_transport("DownstreamTlsContext", &ctx, 6),
+    );
+    let listener: envoy_types::pb::envoy::config::listener::v3::Listener = decode(
+        &listener_yaml
+            .replace("\n    ", "\n")
+            .trim_start_matches("  - "),
+        Format::Yaml,
+        UnknownFields::Reject,
+    )
+    .unwrap()
+    .message;
+    let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster = decode(
+        &static_cluster("app", app)
+            .replace("\n    ", "\n")
+            .trim_start_matches("  - "),
+        Format::Yaml,
+        UnknownFields::Reject,
+    )
+    .unwrap()
+    .message;
+    let leaf = ca.leaf(OUR_ID);
+    let mut events = serve_ads(
+        server.clone(),
+        vec![
+            (ResourceType::Cluster, vec![cluster.into()]),
+            (ResourceType::Listener, vec![listener.into()]),
+            (
+                ResourceType::Secret,
+                vec![
+                    leaf.secret("default").into(),
+                    ca.root_secret("ROOTCA").into(),
+                ],
+            ),
+        ],
+    );
+    let yaml = ads_bootstrap(xds);
+    let proxy = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(Path::new(PROXY), &yaml, &[]).unwrap()
+    })
+    .await
+    .unwrap();
+
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (hash, mut io) = tls_connect(&mesh_client(&ca), addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log: {}", proxy.log()));
+    assert_eq!(hash, cert_hash(&leaf));
+    assert_eq!(roundtrip(&mut io, b"ads").await.unwrap(), b"ads");
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    assert!(
+        seen.iter()
+            .any(|e| e == "secrets [\"ROOTCA\", \"default\"]"),
+        "{seen:?}"
+    );
+    assert!(!seen.iter().any(|e| e.starts_with("NACK")), "{seen:?}");
 }
