@@ -640,3 +640,64 @@ async fn secrets_over_ads_warm_a_dynamic_listener() {
     );
     assert!(!seen.iter().any(|e| e.starts_with("NACK")), "{seen:?}");
 }
+
+// --- Istio metadata exchange ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_exchange_on_istio_peer_exchange_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster.local");
+    let app = echo_app().await;
+    let port = free_port();
+    let ctx = istio_inbound(&["istio-peer-exchange", "h2", "http/1.1"], STATIC);
+    let yaml = format!(
+        "node:\n  id: sidecar~127.0.0.1~ours.default~default.svc.cluster.local\n  metadata: {{NAME: ours-pod, NAMESPACE: default}}\n{ADMIN}static_resources:\n  secrets:\n{}  clusters:\n{}  listeners:\n  - name: inbound\n    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n    filter_chains:\n    - filters:\n      - name: istio.metadata_exchange\n        typed_config:\n          \"@type\": type.googleapis.com/udpa.type.v1.TypedStruct\n          type_url: type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange\n          value: {{protocol: istio-peer-exchange}}\n      - name: envoy.filters.network.tcp_proxy\n        typed_config: {{\"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: inbound, cluster: app}}\n{}",
+        file_secrets(dir.path(), &ca, OUR_ID),
+        static_cluster("app", app),
+        tls_transport("DownstreamTlsContext", &ctx, 6),
+    );
+    let proxy = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(Path::new(PROXY), &yaml, &[]).unwrap()
+    })
+    .await
+    .unwrap();
+
+    // A mesh client that runs the exchange too.
+    let store = SecretStore::new();
+    store
+        .apply(&[
+            ca.leaf(ENVOY_ID).secret("default"),
+            ca.root_secret("ROOTCA"),
+        ])
+        .unwrap();
+    let ctx = decode(
+        &istio_mutual(&[OUR_ID], &["istio-peer-exchange", "istio"], "{ads: {}}"),
+        Format::Yaml,
+        UnknownFields::Reject,
+    )
+    .unwrap()
+    .message;
+    let node = proxy::tls::LocalNode::new(&envoy_types::pb::envoy::config::core::v3::Node {
+        id: "sidecar~127.0.0.2~client.default~default.svc.cluster.local".into(),
+        ..Default::default()
+    });
+    let resources = TlsResources {
+        secrets: store,
+        node: Some(Arc::new(node)),
+    };
+    let client = UpstreamTls::from_proto(&ctx, &resources, true, None).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (_, mut io) = tls_connect(&client, addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}; log: {}", proxy.log()));
+    assert_eq!(io.alpn(), Some(&b"istio-peer-exchange"[..]));
+    // Our frame is stripped before the app, theirs before us: the echo is exact.
+    assert_eq!(
+        roundtrip(&mut io, b"exchanged").await.unwrap(),
+        b"exchanged"
+    );
+    let peer = io.peer_metadata();
+    let metadata = peer.metadata().expect("the proxy sent its metadata");
+    assert_eq!(metadata.get("NAME"), Some("ours-pod"));
+    assert_eq!(metadata.get("NAMESPACE"), Some("default"));
+}
