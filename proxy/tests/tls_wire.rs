@@ -123,6 +123,19 @@ fn stat(p: &ProxyProcess, name: &str) -> u64 {
     p.stats().unwrap().get(name).copied().unwrap_or(0)
 }
 
+/// Waits up to 2s for a stat to reach `want` (the proxy counts a failure just after the
+/// client sees the close); its last value.
+async fn stat_reaches(p: &ProxyProcess, name: &str, want: u64) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let v = stat(p, name);
+        if v >= want || tokio::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Writes `msg` and reads the same number of bytes back.
 async fn roundtrip<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     io: &mut S,
@@ -199,8 +212,10 @@ async fn envoy_client_through_our_mtls_listener() {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut out)).await;
     assert!(!out.starts_with(b"GET"), "plaintext was proxied: {out:?}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(stat(&proxy, &format!("{ssl}.connection_error")), 1);
+    assert_eq!(
+        stat_reaches(&proxy, &format!("{ssl}.connection_error"), 1).await,
+        1
+    );
     assert_eq!(stat(&proxy, &format!("{ssl}.handshake")), 1);
 }
 
@@ -301,7 +316,7 @@ async fn secrets_over_sds_gate_rotate_and_nack() {
     let e = tls_connect(&client, addr).await.err();
     assert!(e.is_some(), "handshake without a certificate succeeded");
     let ssl = format!("listener.127.0.0.1_{port}.ssl");
-    assert!(stat(&proxy, &format!("{ssl}.connection_error")) >= 1);
+    assert!(stat_reaches(&proxy, &format!("{ssl}.connection_error"), 1).await >= 1);
 
     // The secrets arrive: handshakes work and present them.
     let leaf1 = ca.leaf(OUR_ID);
@@ -700,4 +715,34 @@ async fn metadata_exchange_on_istio_peer_exchange_alpn() {
     let metadata = peer.metadata().expect("the proxy sent its metadata");
     assert_eq!(metadata.get("NAME"), Some("ours-pod"));
     assert_eq!(metadata.get("NAMESPACE"), Some("default"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_hits_transport_socket_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster.local");
+    let app = echo_app().await;
+    let port = free_port();
+    let yaml = our_bootstrap(
+        &file_secrets(dir.path(), &ca, OUR_ID),
+        "",
+        app,
+        port,
+        STATIC,
+    )
+    .replace(
+        "      transport_socket:\n",
+        "      transport_socket_connect_timeout: 0.3s\n      transport_socket:\n",
+    );
+    let proxy = tokio::task::spawn_blocking(move || {
+        ProxyProcess::start(Path::new(PROXY), &yaml, &[]).unwrap()
+    })
+    .await
+    .unwrap();
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    let name = format!("listener.127.0.0.1_{port}.downstream_cx_transport_socket_connect_timeout");
+    assert_eq!(stat_reaches(&proxy, &name, 1).await, 1);
 }

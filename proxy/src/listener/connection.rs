@@ -100,7 +100,16 @@ pub async fn handle(
         None => DownstreamIo::Raw(io),
         Some(tls) => {
             let node = manager.clusters().tls().node.clone();
-            match accept_tls(tls, io, node.as_deref(), &downstream).await {
+            let accept = accept_tls(tls, io, node.as_deref(), &downstream);
+            let accepted = match connect_timeout(&chain) {
+                None => accept.await,
+                Some(t) => tokio::time::timeout(t, accept).await.unwrap_or_else(|_| {
+                    let stats = &listener.stats;
+                    stats.downstream_cx_transport_socket_connect_timeout.inc();
+                    None
+                }),
+            };
+            match accepted {
                 Some((io, peer_tls)) => {
                     downstream.tls = Some(Arc::new(peer_tls));
                     io
@@ -116,6 +125,17 @@ pub async fn handle(
             tracing::debug!(chain = &*chain.config.name, "closing a connection of a drained filter chain");
         }
     }
+}
+
+/// The chain's `transport_socket_connect_timeout`: how long the TLS handshake may take.
+fn connect_timeout(chain: &ActiveChain) -> Option<Duration> {
+    let d = chain
+        .config
+        .proto
+        .transport_socket_connect_timeout
+        .as_ref()?;
+    let d = Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?);
+    (!d.is_zero()).then_some(d)
 }
 
 /// Terminates TLS; `None` closes the connection (the handshake failed, or the chain's
