@@ -247,7 +247,15 @@ const SECRETS_TIMEOUT: Duration = xds_client::DEFAULT_INITIAL_FETCH_TIMEOUT;
 async fn wait_for_secrets(shared: &Shared) {
     let deadline = tokio::time::Instant::now() + SECRETS_TIMEOUT;
     let mut changes = shared.tls.secrets.changes();
-    let fetched = shared.sds.initial_fetch_done();
+    // Secrets over ADS have no stream of their own: only the deadline ends their wait.
+    let streams = shared.sds.has_streams();
+    let fetched = async {
+        if streams {
+            shared.sds.initial_fetch_done().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::pin!(fetched);
     loop {
         let Err(missing) = tls_readiness(shared) else {

@@ -147,6 +147,15 @@ impl Sds {
         Ok(Stream { handle, task })
     }
 
+    /// Whether any separate SDS stream runs.
+    pub fn has_streams(&self) -> bool {
+        !self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Resolves once every SDS stream finished its initial fetch (received a response or
     /// timed out, per its `initial_fetch_timeout`).
     pub async fn initial_fetch_done(&self) {
