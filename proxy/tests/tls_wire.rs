@@ -524,6 +524,8 @@ async fn certs_and_secrets_dump_match_envoy() {
     let (our_secrets, envoy_secrets) = (static_secrets(&ours), static_secrets(&envoy));
     assert_eq!(envoy_secrets.len(), 3);
     assert_eq!(our_secrets, envoy_secrets);
+    let expiry = "server.days_until_first_cert_expiring";
+    assert_eq!(stat_reaches(&ours, expiry, 1).await, stat(&envoy, expiry));
     let file_key = &our_secrets[0].1["secret"]["tls_certificate"]["private_key"];
     assert_eq!(file_key["filename"], "[redacted]");
 }

@@ -19,17 +19,7 @@ const INLINE: &str = "<inline>";
 
 /// The `/certs` body.
 pub fn certs(shared: &Shared) -> Value {
-    let mut contexts: Vec<ContextCerts> = Vec::new();
-    for listener in shared.listeners.all() {
-        contexts.extend(
-            listener
-                .all_chains()
-                .filter_map(|c| c.tls.as_ref()?.certs()),
-        );
-    }
-    for cluster in shared.clusters.all() {
-        contexts.extend(cluster.tls.certs());
-    }
+    let contexts = shared.tls_contexts();
     let message = Certificates {
         certificates: contexts.iter().map(certificate).collect(),
     };

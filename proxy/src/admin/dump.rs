@@ -200,14 +200,21 @@ fn listeners(shared: &Shared) -> ListenersConfigDump {
                     last_updated,
                 });
         } else {
+            let state = Some(listeners_config_dump::DynamicListenerState {
+                version_info: l.version_info.clone(),
+                listener,
+                last_updated,
+            });
+            // Like Envoy, a listener whose TLS secrets have not arrived is warming.
+            let (active_state, warming_state) = match l.tls_readiness() {
+                Ok(()) => (state, None),
+                Err(_) => (None, state),
+            };
             dump.dynamic_listeners
                 .push(listeners_config_dump::DynamicListener {
                     name: l.name().to_string(),
-                    active_state: Some(listeners_config_dump::DynamicListenerState {
-                        version_info: l.version_info.clone(),
-                        listener,
-                        last_updated,
-                    }),
+                    active_state,
+                    warming_state,
                     ..Default::default()
                 });
         }

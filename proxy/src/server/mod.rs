@@ -53,6 +53,27 @@ pub struct Shared {
     pub log: Option<LogHandle>,
 }
 
+// === impl Shared ===
+
+impl Shared {
+    /// The certificates of every TLS context whose secrets have arrived: listener filter
+    /// chains, then cluster transports (`/certs`, the certificate expiry gauge).
+    pub fn tls_contexts(&self) -> Vec<crate::tls::ContextCerts> {
+        let mut contexts = Vec::new();
+        for listener in self.listeners.all() {
+            contexts.extend(
+                listener
+                    .all_chains()
+                    .filter_map(|c| c.tls.as_ref()?.certs()),
+            );
+        }
+        for cluster in self.clusters.all() {
+            contexts.extend(cluster.tls.certs());
+        }
+        contexts
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -117,6 +138,7 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
             tracing::info!("initialized (--mode init_only); exiting");
             return Ok(());
         }
+        tokio::spawn(track_cert_expiry(shared.clone()));
         shared.listeners.start_workers(data.handle().clone());
         shared.state.set(State::Live);
         tracing::info!("all listeners started; server is LIVE");
@@ -273,6 +295,35 @@ async fn wait_for_secrets(shared: &Shared) {
                 tracing::warn!("secrets still missing after {SECRETS_TIMEOUT:?}: {missing}");
                 return;
             }
+            () = shared.state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Keeps `server.days_until_first_cert_expiring` at the fewest days any certificate in use
+/// (chain or CA) has left, as Envoy does; recomputed on every secret change and hourly
+/// (contexts also change with listeners and clusters).
+async fn track_cert_expiry(shared: Arc<Shared>) {
+    let gauge = shared
+        .store
+        .scope("server.")
+        .gauge("days_until_first_cert_expiring");
+    let mut changes = shared.tls.secrets.changes();
+    loop {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let fewest = shared
+            .tls_contexts()
+            .iter()
+            .flat_map(|c| c.ca.iter().chain(&c.chain))
+            .filter_map(|(_, der)| crate::tls::cert::Leaf::parse(der).ok())
+            .map(|leaf| u64::try_from((leaf.not_after - now) / 86_400).unwrap_or(0))
+            .min();
+        gauge.set(fewest.unwrap_or(u64::from(u32::MAX)));
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
             () = shared.state.shutdown.cancelled() => return,
         }
     }
