@@ -562,8 +562,10 @@ fn serve_ads(
             if is_secret {
                 let _ = tx.send(format!("secrets {:?}", request.resource_names));
             }
-            if !request.response_nonce.is_empty() && !(is_secret && request.version_info.is_empty())
-            {
+            // First requests of a type, and the secret names changing before any secret
+            // arrived, get the resources.
+            let first = request.response_nonce.is_empty();
+            if !(first || is_secret && request.version_info.is_empty()) {
                 continue;
             }
             let Some((t, list)) = resources
@@ -601,7 +603,7 @@ async fn secrets_over_ads_warm_a_dynamic_listener() {
         &tls_transport("DownstreamTlsContext", &ctx, 6),
     );
     let listener: envoy_types::pb::envoy::config::listener::v3::Listener = decode(
-        &listener_yaml
+        listener_yaml
             .replace("\n    ", "\n")
             .trim_start_matches("  - "),
         Format::Yaml,
@@ -610,7 +612,7 @@ async fn secrets_over_ads_warm_a_dynamic_listener() {
     .unwrap()
     .message;
     let cluster: envoy_types::pb::envoy::config::cluster::v3::Cluster = decode(
-        &static_cluster("app", app)
+        static_cluster("app", app)
             .replace("\n    ", "\n")
             .trim_start_matches("  - "),
         Format::Yaml,
