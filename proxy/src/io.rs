@@ -75,12 +75,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// An accepted downstream connection as network filters get it: plaintext, or with TLS
-/// terminated by this proxy.
+/// A downstream TLS session terminated by this proxy.
+pub type ServerTlsStream = tokio_rustls::server::TlsStream<Prefixed<TcpStream>>;
+
+/// An accepted downstream connection as network filters get it: plaintext, with TLS
+/// terminated by this proxy, or TLS whose first bytes are Istio's metadata exchange (ALPN
+/// `istio-peer-exchange`), which the wrapper writes and strips.
 #[derive(Debug)]
 pub enum DownstreamIo {
     Raw(Prefixed<TcpStream>),
-    Tls(Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>),
+    Tls(Box<ServerTlsStream>),
+    PeerExchange(Box<crate::tls::peer_exchange::PeerExchange<ServerTlsStream>>),
 }
 
 macro_rules! delegate {
@@ -88,6 +93,7 @@ macro_rules! delegate {
         match $self.get_mut() {
             DownstreamIo::Raw($s) => $e,
             DownstreamIo::Tls($s) => $e,
+            DownstreamIo::PeerExchange($s) => $e,
         }
     };
 }
@@ -131,6 +137,7 @@ impl AsyncWrite for DownstreamIo {
         match self {
             Self::Raw(s) => s.is_write_vectored(),
             Self::Tls(s) => s.is_write_vectored(),
+            Self::PeerExchange(s) => s.is_write_vectored(),
         }
     }
 }

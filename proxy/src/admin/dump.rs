@@ -7,11 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use envoy_types::pb::envoy::admin::v3::{
     BootstrapConfigDump, ClustersConfigDump, ConfigDump, EndpointsConfigDump, ListenersConfigDump,
     SecretsConfigDump, clusters_config_dump, endpoints_config_dump, listeners_config_dump,
+    secrets_config_dump,
 };
+use envoy_types::pb::envoy::config::core::v3::data_source;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::google::protobuf::{Any, Timestamp, UInt32Value};
 use prost::{Message, Name};
 use serde_json::Value;
@@ -55,9 +58,7 @@ pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
         configs.push(pack(&endpoints(shared)));
     }
     configs.push(pack(&listeners(shared)));
-    // Not finished: no TLS secrets are held yet (SDS lands with TLS termination), so the
-    // secrets dump is always empty.
-    configs.push(pack(&SecretsConfigDump::default()));
+    configs.push(pack(&secrets(shared)));
     let dump = crate::proto::encode(&ConfigDump { configs }).map_err(|e| e.to_string())?;
     Ok(match mask {
         None => dump,
@@ -199,20 +200,94 @@ fn listeners(shared: &Shared) -> ListenersConfigDump {
                     last_updated,
                 });
         } else {
+            let state = Some(listeners_config_dump::DynamicListenerState {
+                version_info: l.version_info.clone(),
+                listener,
+                last_updated,
+            });
+            // Like Envoy, a listener whose TLS secrets have not arrived is warming.
+            let (active_state, warming_state) = match l.tls_readiness() {
+                Ok(()) => (state, None),
+                Err(_) => (None, state),
+            };
             dump.dynamic_listeners
                 .push(listeners_config_dump::DynamicListener {
                     name: l.name().to_string(),
-                    active_state: Some(listeners_config_dump::DynamicListenerState {
-                        version_info: l.version_info.clone(),
-                        listener,
-                        last_updated,
-                    }),
+                    active_state,
+                    warming_state,
                     ..Default::default()
                 });
         }
     }
     dump
 }
+
+/// Bootstrap and SDS secrets; SDS names a context waits for are warming. Private keys are
+/// redacted as Envoy redacts them.
+fn secrets(shared: &Shared) -> SecretsConfigDump {
+    let mut dump = SecretsConfigDump::default();
+    for entry in shared.tls.secrets.entries_snapshot() {
+        let Some(published) = entry.published else {
+            dump.dynamic_warming_secrets
+                .push(secrets_config_dump::DynamicSecret {
+                    name: entry.name,
+                    ..Default::default()
+                });
+            continue;
+        };
+        let secret = Some(pack(&redact(published.proto)));
+        if !entry.dynamic {
+            dump.static_secrets.push(secrets_config_dump::StaticSecret {
+                name: entry.name,
+                last_updated: None,
+                secret,
+            });
+        } else if entry.value.is_some() {
+            dump.dynamic_active_secrets
+                .push(secrets_config_dump::DynamicSecret {
+                    name: entry.name,
+                    version_info: published.version_info,
+                    last_updated: timestamp(published.last_updated),
+                    secret,
+                    ..Default::default()
+                });
+        } else {
+            // Removed by the server after it had arrived: waiting for it again.
+            dump.dynamic_warming_secrets
+                .push(secrets_config_dump::DynamicSecret {
+                    name: entry.name,
+                    ..Default::default()
+                });
+        }
+    }
+    dump
+}
+
+/// Envoy's redaction of sensitive fields: every specifier of the private key (inline bytes,
+/// inline string, file name, environment variable) and the password become `[redacted]`.
+fn redact(mut secret: Secret) -> Secret {
+    if let Some(secret::Type::TlsCertificate(c)) = &mut secret.r#type {
+        for ds in [&mut c.private_key, &mut c.password].into_iter().flatten() {
+            ds.specifier = ds.specifier.take().map(|s| match s {
+                data_source::Specifier::InlineBytes(_) => {
+                    data_source::Specifier::InlineBytes(REDACTED.as_bytes().to_vec())
+                }
+                data_source::Specifier::InlineString(_) => {
+                    data_source::Specifier::InlineString(REDACTED.into())
+                }
+                data_source::Specifier::Filename(_) => {
+                    data_source::Specifier::Filename(REDACTED.into())
+                }
+                data_source::Specifier::EnvironmentVariable(_) => {
+                    data_source::Specifier::EnvironmentVariable(REDACTED.into())
+                }
+            });
+        }
+    }
+    secret
+}
+
+const REDACTED: &str = "[redacted]";
 
 #[cfg(test)]
 mod tests {

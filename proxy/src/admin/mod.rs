@@ -5,6 +5,7 @@
 //! as `filter=^(cluster_manager\.cds|listener_manager\.lds)\.(update_success|update_rejected)$`
 //! unencoded.
 
+mod certs;
 mod dump;
 mod views;
 
@@ -161,7 +162,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Reply {
                 text(StatusCode::OK, views::listeners_text(shared))
             }
         }
-        "/certs" => json(&serde_json::json!({ "certificates": [] })),
+        "/certs" => json(&certs::certs(shared)),
         "/memory" => json(&views::memory()),
         "/runtime" => json(&serde_json::json!({ "entries": {}, "layers": [] })),
         "/logging" => views::logging(shared, &method, &query),

@@ -470,7 +470,9 @@ fn transport_socket(ts: &TransportSocket) -> Result<DownstreamTransport, ConfigE
     match url.strip_prefix(TYPE_PREFIX) {
         Some("transport_sockets.raw_buffer.v3.RawBuffer") => Ok(DownstreamTransport::Raw),
         Some("transport_sockets.tls.v3.DownstreamTlsContext") => {
-            Ok(DownstreamTransport::Tls(Box::new(any::decode(cfg)?)))
+            let ctx: DownstreamTlsContext = any::decode(cfg)?;
+            crate::tls::downstream::validate(&ctx).at("typed_config")?;
+            Ok(DownstreamTransport::Tls(Box::new(ctx)))
         }
         _ => Err(extension::unsupported("transport socket", &ts.name, &url)),
     }

@@ -9,13 +9,16 @@ use bytes::Bytes;
 
 use super::FilterChainMatcher;
 use super::filter_chain_match::ChainSpec;
-use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
+use crate::config::listener::{
+    DownstreamTransport, FilterChainConfig, ListenerConfig, NetworkFilterConfig,
+};
 use crate::config::{ConfigError, Context};
 use crate::drain::Drain;
 use crate::http::access_log::AccessLogManager;
 use crate::rbac::NetworkRbac;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
+use crate::tls::{DownstreamTls, DownstreamTlsConfig, SslStats, TlsResources, peer_exchange};
 
 /// Envoy's listener stats (`listener.<address>.*`).
 #[derive(Debug, Clone)]
@@ -95,6 +98,10 @@ pub struct ActiveChain {
     pub rbac: Box<[NetworkRbac]>,
     /// Whether Istio's `istio.stats` reports this chain's connections.
     pub istio_stats: bool,
+    /// The chain's TLS acceptor when its transport socket terminates TLS. Connections on a
+    /// TLS chain are never served in plaintext: a chain whose secrets have not arrived
+    /// closes its connections.
+    pub tls: Option<DownstreamTls>,
     /// Drained when the chain is removed or changed by a listener update.
     pub drain: Drain,
 }
@@ -102,7 +109,12 @@ pub struct ActiveChain {
 // === impl ActiveChain ===
 
 impl ActiveChain {
-    fn build(config: FilterChainConfig, store: &Store) -> Result<Self, ConfigError> {
+    fn build(
+        config: FilterChainConfig,
+        store: &Store,
+        transport: &ChainTransport<'_>,
+    ) -> Result<Self, ConfigError> {
+        let tls = transport.build(&config)?;
         let mut terminal = None;
         let mut rbac = Vec::new();
         let mut istio_stats = false;
@@ -134,8 +146,34 @@ impl ActiveChain {
             terminal,
             rbac: rbac.into_boxed_slice(),
             istio_stats,
+            tls,
             drain: Drain::new(),
         })
+    }
+}
+
+/// What a listener's chains build their transport sockets from: the proxy's TLS resources
+/// and the listener's `ssl.*` stats (`listener.<address>.ssl.`, shared by its chains).
+struct ChainTransport<'a> {
+    resources: &'a TlsResources,
+    /// Like Envoy, only a listener with a TLS chain has `ssl.*` stats.
+    stats: Option<SslStats>,
+}
+
+// === impl ChainTransport ===
+
+impl ChainTransport<'_> {
+    /// The chain's TLS acceptor, if its transport socket is TLS. A context that cannot be
+    /// bound (e.g. an unknown bootstrap secret) rejects the listener, as in Envoy.
+    fn build(&self, config: &FilterChainConfig) -> Result<Option<DownstreamTls>, ConfigError> {
+        let DownstreamTransport::Tls(ctx) = &config.transport else {
+            return Ok(None);
+        };
+        let mut tls = DownstreamTlsConfig::from_proto(ctx).at("transport_socket")?;
+        tls.peer_exchange = peer_exchange::listener_runs_exchange(&config.proto.filters);
+        let acceptor =
+            DownstreamTls::new(tls, self.resources, self.stats.clone()).at("transport_socket")?;
+        Ok(Some(acceptor))
     }
 }
 
@@ -158,8 +196,18 @@ impl ActiveListener {
         config: ListenerConfig,
         previous: Option<&ActiveListener>,
         store: &Store,
+        tls: &TlsResources,
         version_info: &str,
     ) -> Result<Self, ConfigError> {
+        let transport = ChainTransport {
+            resources: tls,
+            stats: config
+                .chains
+                .iter()
+                .chain(&config.default_chain)
+                .any(|c| matches!(c.transport, DownstreamTransport::Tls(_)))
+                .then(|| SslStats::new(&store.scope(config.stat_prefix.clone()))),
+        };
         let reuse = |cfg: &FilterChainConfig| -> Option<Arc<ActiveChain>> {
             previous?
                 .all_chains()
@@ -169,7 +217,11 @@ impl ActiveListener {
         let mut build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
             match reuse(cfg) {
                 Some(chain) => Ok(chain),
-                None => Ok(Arc::new(ActiveChain::build(cfg.clone(), store)?)),
+                None => Ok(Arc::new(ActiveChain::build(
+                    cfg.clone(),
+                    store,
+                    &transport,
+                )?)),
             }
         };
         let chains = config
@@ -199,6 +251,19 @@ impl ActiveListener {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Why the listener cannot serve every chain yet: the first TLS chain whose secrets
+    /// are missing (Envoy keeps such a listener warming).
+    pub fn tls_readiness(&self) -> Result<(), String> {
+        for chain in self.all_chains() {
+            if let Some(tls) = &chain.tls
+                && let Err(e) = tls.readiness()
+            {
+                return Err(format!("filter chain {:?}: {e}", &*chain.config.name));
+            }
+        }
+        Ok(())
     }
 
     /// Every chain, the default one included.

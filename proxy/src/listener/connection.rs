@@ -16,11 +16,11 @@ use super::active::{ActiveChain, ActiveListener, ListenerStats, Terminal};
 use super::manager::ListenerManager;
 use super::rbac_gate::RbacGate;
 use super::{Inspectors, Peek, socket};
-use crate::config::listener::DownstreamTransport;
-use crate::conn::{Direction, Downstream};
+use crate::conn::{Direction, Downstream, PeerTls};
 use crate::io::{DownstreamIo, Prefixed};
 use crate::istio_stats::{IstioStats, Peer, TcpRecord};
 use crate::tcp;
+use crate::tls::{DownstreamTls, LocalNode, PeerMetadataSlot, peer_exchange};
 
 /// Settles a connection's listener stats when it ends.
 struct Accounting {
@@ -89,7 +89,7 @@ pub async fn handle(
     else {
         return;
     };
-    let downstream = Downstream {
+    let mut downstream = Downstream {
         local: destination,
         peer,
         listener: listener.config.name.clone(),
@@ -99,19 +99,35 @@ pub async fn handle(
         tls: None,
         original_src_mark: listener.config.original_src_mark,
     };
-    let io = match &chain.config.transport {
-        DownstreamTransport::Raw => DownstreamIo::Raw(Prefixed::new(buffered, stream)),
-        DownstreamTransport::Tls(_) => {
-            // Never serve plaintext where TLS is configured.
-            tracing::warn!(
-                listener = &*listener.config.name,
-                chain = &*chain.config.name,
-                "TLS termination is not available; closing the connection"
-            );
-            return;
+    let io = Prefixed::new(buffered, stream);
+    let io = match &chain.tls {
+        None => DownstreamIo::Raw(io),
+        Some(tls) => {
+            let node = manager.clusters().tls().node.clone();
+            let accept = accept_tls(tls, io, node.as_deref(), &downstream);
+            let accepted = match connect_timeout(&chain) {
+                None => accept.await,
+                Some(t) => tokio::time::timeout(t, accept).await.unwrap_or_else(|_| {
+                    let stats = &listener.stats;
+                    stats.downstream_cx_transport_socket_connect_timeout.inc();
+                    None
+                }),
+            };
+            match accepted {
+                Some((io, peer_tls)) => {
+                    downstream.tls = Some(Arc::new(peer_tls));
+                    io
+                }
+                None => return,
+            }
         }
     };
-    let work = run_terminal(&chain, io, &downstream, &manager);
+    // The client's workload, once Istio's metadata exchange has read it (telemetry).
+    let downstream_peer = match &io {
+        DownstreamIo::PeerExchange(s) => Some(s.peer_metadata()),
+        _ => None,
+    };
+    let work = run_terminal(&chain, io, &downstream, downstream_peer, &manager);
     tokio::select! {
         () = work => {}
         () = chain.drain.closed() => {
@@ -120,10 +136,54 @@ pub async fn handle(
     }
 }
 
+/// The chain's `transport_socket_connect_timeout`: how long the TLS handshake may take.
+fn connect_timeout(chain: &ActiveChain) -> Option<Duration> {
+    let d = chain
+        .config
+        .proto
+        .transport_socket_connect_timeout
+        .as_ref()?;
+    let d = Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?);
+    (!d.is_zero()).then_some(d)
+}
+
+/// Terminates TLS; `None` closes the connection (the handshake failed, or the chain's
+/// secrets have not arrived: never plaintext). With ALPN `istio-peer-exchange` negotiated,
+/// the session is wrapped for Istio's metadata exchange and our frame is sent at once.
+async fn accept_tls(
+    tls: &DownstreamTls,
+    io: Prefixed<TcpStream>,
+    node: Option<&LocalNode>,
+    downstream: &Downstream,
+) -> Option<(DownstreamIo, PeerTls)> {
+    let (stream, peer_tls) = match tls.accept_stream(io).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(
+                listener = &*downstream.listener,
+                chain = &*downstream.filter_chain,
+                peer = %downstream.peer,
+                "closing the connection: {e}"
+            );
+            return None;
+        }
+    };
+    if node.is_none() || peer_tls.alpn.as_deref() != Some(peer_exchange::ALPN) {
+        return Some((DownstreamIo::Tls(Box::new(stream)), peer_tls));
+    }
+    let mut wrapped = peer_exchange::wrap(stream, peer_tls.alpn.as_deref(), node);
+    if let Err(e) = wrapped.flush().await {
+        tracing::debug!(peer = %downstream.peer, "metadata exchange: cannot send our frame: {e}");
+        return None;
+    }
+    Some((DownstreamIo::PeerExchange(Box::new(wrapped)), peer_tls))
+}
+
 async fn run_terminal(
     chain: &ActiveChain,
     mut io: DownstreamIo,
     downstream: &Downstream,
+    downstream_peer: Option<PeerMetadataSlot>,
     manager: &ListenerManager,
 ) {
     match &chain.terminal {
@@ -145,7 +205,13 @@ async fn run_terminal(
             if chain.istio_stats
                 && let Some(telemetry) = IstioStats::get()
             {
-                report_tcp(telemetry, downstream, &outcome, &report);
+                report_tcp(
+                    telemetry,
+                    downstream,
+                    downstream_peer.as_ref(),
+                    &outcome,
+                    &report,
+                );
             }
         }
         Terminal::DirectResponse(body) => {
@@ -160,19 +226,22 @@ async fn run_terminal(
 fn report_tcp(
     telemetry: &IstioStats,
     downstream: &Downstream,
+    downstream_peer: Option<&PeerMetadataSlot>,
     outcome: &tcp::Outcome,
     report: &tcp::Report,
 ) {
-    let exchanged = report
-        .upstream_peer
-        .as_ref()
-        .and_then(|s| s.metadata().cloned());
+    let inbound = downstream.direction == Direction::Inbound;
+    let peer_slot = if inbound {
+        downstream_peer
+    } else {
+        report.upstream_peer.as_ref()
+    };
+    let exchanged = peer_slot.and_then(|s| s.metadata().cloned());
     let tls = downstream.tls.as_deref();
     let downstream_principal = tls
         .and_then(|t| t.peer_certificate.as_ref())
         .and_then(|c| c.uri_sans.first())
         .map(String::as_str);
-    let inbound = downstream.direction == Direction::Inbound;
     let (peer_principal, local_principal) = if inbound {
         (
             downstream_principal,
@@ -192,7 +261,11 @@ fn report_tcp(
         direction: downstream.direction,
         peer: Peer {
             exchanged: exchanged.as_ref(),
-            endpoint: report.host.as_ref().and_then(|h| h.metadata.as_deref()),
+            endpoint: report
+                .host
+                .as_ref()
+                .filter(|_| !inbound)
+                .and_then(|h| h.metadata.as_deref()),
             principal: peer_principal,
         },
         local_principal,

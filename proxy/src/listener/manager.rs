@@ -300,8 +300,14 @@ impl ListenerManager {
                 ));
             }
         }
-        let active = ActiveListener::build(cfg, previous.map(|p| &**p), &self.store, version_info)
-            .map_err(|e| e.to_string())?;
+        let active = ActiveListener::build(
+            cfg,
+            previous.map(|p| &**p),
+            &self.store,
+            self.clusters.tls(),
+            version_info,
+        )
+        .map_err(|e| e.to_string())?;
         let active = Arc::new(active);
         if active.config.bind_to_port {
             for addr in active.config.addresses() {

@@ -14,6 +14,7 @@
 //! or pilot-agent's exit does not cut requests in flight. (Envoy exits at once; a second
 //! SIGTERM or SIGINT does that here.)
 
+pub mod sds;
 pub mod state;
 pub mod xds;
 
@@ -32,8 +33,10 @@ use crate::config::cluster::ClusterConfig;
 use crate::config::listener::ListenerConfig;
 use crate::istio_stats::{IstioStats, Workload};
 use crate::listener::ListenerManager;
-use crate::stats::{External, Store};
+use crate::stats::Store;
+use crate::tls::{LocalNode, TlsResources};
 use crate::upstream::ClusterManager;
+use sds::Sds;
 
 /// Everything the admin server and the xDS handler share.
 #[derive(Debug)]
@@ -41,11 +44,35 @@ pub struct Shared {
     pub store: Store,
     pub clusters: Arc<ClusterManager>,
     pub listeners: Arc<ListenerManager>,
+    /// The secrets and node identity every TLS context is built from.
+    pub tls: TlsResources,
+    pub sds: Arc<Sds>,
     pub state: ServerState,
     pub bootstrap: Arc<Bootstrap>,
     pub bootstrap_loaded: SystemTime,
     pub options: Options,
     pub log: Option<LogHandle>,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// The certificates of every TLS context whose secrets have arrived: listener filter
+    /// chains, then cluster transports (`/certs`, the certificate expiry gauge).
+    pub fn tls_contexts(&self) -> Vec<crate::tls::ContextCerts> {
+        let mut contexts = Vec::new();
+        for listener in self.listeners.all() {
+            contexts.extend(
+                listener
+                    .all_chains()
+                    .filter_map(|c| c.tls.as_ref()?.certs()),
+            );
+        }
+        for cluster in self.clusters.all() {
+            contexts.extend(cluster.tls.certs());
+        }
+        contexts
+    }
 }
 
 /// Why the server could not start.
@@ -100,25 +127,7 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
         .build()
         .map_err(StartError::Runtime)?;
 
-    let shared = control.block_on(async {
-        let clusters = ClusterManager::new(store.clone());
-        let statics = static_clusters(&bootstrap)?;
-        clusters.add_static(statics).map_err(StartError::Config)?;
-        let listeners = ListenerManager::new(store.clone(), clusters.clone(), options.drain_time);
-        listeners
-            .add_static(static_listeners(&bootstrap)?)
-            .map_err(StartError::Config)?;
-        Ok::<_, StartError>(Arc::new(Shared {
-            state: ServerState::new(&store, options.concurrency),
-            store: store.clone(),
-            clusters,
-            listeners,
-            bootstrap: bootstrap.clone(),
-            bootstrap_loaded: SystemTime::now(),
-            options: options.clone(),
-            log,
-        }))
-    })?;
+    let shared = control.block_on(build(&options, &bootstrap, &store, log))?;
 
     control.block_on(async {
         crate::admin::start(shared.clone())
@@ -135,10 +144,12 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
             }
         }
         wait_for_static_clusters(&shared).await;
+        wait_for_secrets(&shared).await;
         if options.mode == Mode::InitOnly {
             tracing::info!("initialized (--mode init_only); exiting");
             return Ok(());
         }
+        tokio::spawn(track_cert_expiry(shared.clone()));
         shared.listeners.start_workers(data.handle().clone());
         shared.state.set(State::Live);
         tracing::info!("all listeners started; server is LIVE");
@@ -148,6 +159,50 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
     })?;
     data.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Builds the TLS resources (bootstrap secrets, the node for Istio's metadata exchange),
+/// the static clusters and listeners, and starts fetching the secrets they need.
+async fn build(
+    options: &Options,
+    bootstrap: &Arc<Bootstrap>,
+    store: &Store,
+    log: Option<LogHandle>,
+) -> Result<Arc<Shared>, StartError> {
+    let tls = TlsResources {
+        secrets: crate::tls::SecretStore::new(),
+        node: bootstrap.node.as_ref().map(|n| Arc::new(LocalNode::new(n))),
+    };
+    if let Some(sr) = &bootstrap.static_resources {
+        tls.secrets
+            .add_static(&sr.secrets)
+            .map_err(|e| StartError::Config(format!("static_resources.{e}")))?;
+    }
+    let clusters = ClusterManager::with_tls(store.clone(), tls.clone());
+    clusters
+        .add_static(static_clusters(bootstrap)?)
+        .map_err(StartError::Config)?;
+    let listeners = ListenerManager::new(store.clone(), clusters.clone(), options.drain_time);
+    listeners
+        .add_static(static_listeners(bootstrap)?)
+        .map_err(StartError::Config)?;
+    let sds = Arc::new(Sds::new(
+        bootstrap.clone(),
+        tls.secrets.clone(),
+        store.clone(),
+    ));
+    Ok(Arc::new(Shared {
+        state: ServerState::new(store, options.concurrency),
+        store: store.clone(),
+        clusters,
+        listeners,
+        tls,
+        sds,
+        bootstrap: bootstrap.clone(),
+        bootstrap_loaded: SystemTime::now(),
+        options: options.clone(),
+        log,
+    }))
 }
 
 fn static_clusters(bootstrap: &Bootstrap) -> Result<Vec<ClusterConfig>, StartError> {
@@ -186,28 +241,20 @@ fn start_xds(shared: &Arc<Shared>) -> Result<Option<xds_client::ClientHandle>, S
         .as_ref()
         .is_some_and(|d| d.ads_config.is_some());
     if !has_ads {
+        shared.sds.sync();
         return Ok(None);
     }
     let config = xds_client::ClientConfig::from_bootstrap(&shared.bootstrap)
         .map_err(|e| StartError::Xds(e.to_string()))?;
     let client = xds_client::Client::new(config);
     let handle = client.handle();
-    let stats = handle.clone();
-    shared.store.add_source(Box::new(move || {
-        stats
-            .stats()
-            .envoy_stats()
-            .into_iter()
-            .map(|s| match s.value {
-                xds_client::StatValue::Counter(v) => External::Counter(s.name, v),
-                xds_client::StatValue::Gauge(v) => External::Gauge(s.name, v),
-                xds_client::StatValue::Text(t) => External::Text(s.name, t),
-            })
-            .collect()
-    }));
+    sds::add_stats(&shared.store, handle.clone());
+    shared.sds.set_ads(handle.clone());
+    shared.sds.sync();
     let handler = xds::XdsHandler {
         clusters: shared.clusters.clone(),
         listeners: shared.listeners.clone(),
+        sds: shared.sds.clone(),
         client: handle.clone(),
     };
     tokio::spawn(client.run(handler));
@@ -220,6 +267,91 @@ async fn wait_for_static_clusters(shared: &Shared) {
     while !shared.clusters.all_warm() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How long start-up waits for the secrets of TLS contexts when their SDS source has no
+/// `initial_fetch_timeout` of its own (Envoy's default).
+const SECRETS_TIMEOUT: Duration = xds_client::DEFAULT_INITIAL_FETCH_TIMEOUT;
+
+/// Like Envoy's listener and cluster warming: LIVE only once every TLS context has its
+/// secrets, or each SDS stream finished its initial fetch (a response, or its
+/// `initial_fetch_timeout`), or [`SECRETS_TIMEOUT`] passed. Chains still without secrets
+/// then close their connections until the secrets arrive; never plaintext.
+async fn wait_for_secrets(shared: &Shared) {
+    let deadline = tokio::time::Instant::now() + SECRETS_TIMEOUT;
+    let mut changes = shared.tls.secrets.changes();
+    // Secrets over ADS have no stream of their own: only the deadline ends their wait.
+    let streams = shared.sds.has_streams();
+    let fetched = async {
+        if streams {
+            shared.sds.initial_fetch_done().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(fetched);
+    loop {
+        let Err(missing) = tls_readiness(shared) else {
+            return;
+        };
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = &mut fetched => {
+                if tls_readiness(shared).is_err() {
+                    tracing::warn!("initial secret fetch done; TLS not ready: {missing}");
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("secrets still missing after {SECRETS_TIMEOUT:?}: {missing}");
+                return;
+            }
+            () = shared.state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Keeps `server.days_until_first_cert_expiring` at the fewest days any certificate in use
+/// (chain or CA) has left, as Envoy does; recomputed on every secret change and hourly
+/// (contexts also change with listeners and clusters).
+async fn track_cert_expiry(shared: Arc<Shared>) {
+    let gauge = shared
+        .store
+        .scope("server.")
+        .gauge("days_until_first_cert_expiring");
+    let mut changes = shared.tls.secrets.changes();
+    loop {
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let fewest = shared
+            .tls_contexts()
+            .iter()
+            .flat_map(|c| c.ca.iter().chain(&c.chain))
+            .filter_map(|(_, der)| crate::tls::cert::Leaf::parse(der).ok())
+            .map(|leaf| u64::try_from((leaf.not_after - now) / 86_400).unwrap_or(0))
+            .min();
+        gauge.set(fewest.unwrap_or(u64::from(u32::MAX)));
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            () = shared.state.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The first listener or cluster whose TLS secrets are missing.
+fn tls_readiness(shared: &Shared) -> Result<(), String> {
+    for l in shared.listeners.all() {
+        l.tls_readiness()
+            .map_err(|e| format!("listener {:?}: {e}", l.name()))?;
+    }
+    for c in shared.clusters.all() {
+        c.tls
+            .readiness()
+            .map_err(|e| format!("cluster {:?}: {e}", c.name()))?;
+    }
+    Ok(())
 }
 
 async fn wait_for_shutdown(shared: &Shared) {

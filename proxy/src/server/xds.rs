@@ -19,6 +19,8 @@ use crate::upstream::ClusterManager;
 pub struct XdsHandler {
     pub clusters: Arc<ClusterManager>,
     pub listeners: Arc<ListenerManager>,
+    /// Follows the secrets the new listeners and clusters need; applies ADS secrets.
+    pub sds: Arc<super::sds::Sds>,
     pub client: ClientHandle,
 }
 
@@ -30,6 +32,10 @@ impl xds_client::Handler for XdsHandler {
             ResourceType::Cluster => self.clusters_update(&update),
             ResourceType::ClusterLoadAssignment => self.endpoints_update(&update),
             ResourceType::Listener => self.listeners_update(&update),
+            ResourceType::Secret => super::sds::SecretHandler {
+                secrets: self.clusters.tls().secrets.clone(),
+            }
+            .apply(&update),
             other => Err(Rejection::update(format!(
                 "{other:?} resources are not supported by this proxy yet"
             ))),
@@ -69,6 +75,7 @@ impl XdsHandler {
             outcome.removed.len(),
             rejected.len()
         );
+        self.sds.sync();
         let names = self.clusters.eds_service_names();
         if let Err(e) = self
             .client
@@ -121,6 +128,7 @@ impl XdsHandler {
             outcome.removed.len(),
             rejected.len() + outcome.rejected.len()
         );
+        self.sds.sync();
         rejected.extend(
             outcome
                 .rejected

@@ -23,6 +23,9 @@ pub struct Leaf {
     pub not_before: i64,
     pub not_after: i64,
     pub not_after_text: String,
+    /// The serial number in lower-case hex, whole bytes (Envoy's `/certs`, from OpenSSL's
+    /// `BN_bn2hex`).
+    pub serial_hex: String,
     /// DER of the SubjectPublicKeyInfo (for `verify_certificate_spki`).
     pub spki: Vec<u8>,
 }
@@ -39,6 +42,7 @@ impl Leaf {
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             not_after_text: cert.validity().not_after.to_string(),
+            serial_hex: serial_hex(&cert.serial.to_bytes_be()),
             spki: cert.public_key().raw.to_vec(),
             ..Self::default()
         };
@@ -101,6 +105,19 @@ pub fn pem(der: &[u8]) -> String {
         out.push('\n');
     }
     out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// Whole bytes of a big-endian number in lower-case hex; "0" for zero.
+fn serial_hex(bytes: &[u8]) -> String {
+    let bytes = match bytes.iter().position(|b| *b != 0) {
+        Some(i) => &bytes[i..],
+        None => return "0".to_string(),
+    };
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
     out
 }
 

@@ -126,6 +126,16 @@ impl ClusterTls {
         self.readiness().is_ok()
     }
 
+    /// The certificates of each TLS transport whose secrets have arrived, for `/certs`.
+    pub fn certs(&self) -> Vec<super::common::ContextCerts> {
+        self.slots()
+            .filter_map(|s| match s {
+                Slot::Ready(tls) => tls.certs(),
+                Slot::Broken(_) => None,
+            })
+            .collect()
+    }
+
     /// The secrets the cluster's TLS transports need.
     pub fn secret_refs(&self) -> Vec<SecretRef> {
         self.slots()

@@ -324,6 +324,18 @@ impl Inputs {
 }
 
 /// A context bound to a store: its inputs, and the config built from their current values.
+/// A certificate and the file it was read from (`None`: inline or SDS bytes).
+pub type SourcedCert = (Option<String>, CertificateDer<'static>);
+
+/// What a context presents and trusts right now, for `/certs`.
+#[derive(Debug, Clone, Default)]
+pub struct ContextCerts {
+    /// The first trust anchor of the validation context (Envoy shows one).
+    pub ca: Option<SourcedCert>,
+    /// The leaf of each certificate the context presents.
+    pub chain: Vec<SourcedCert>,
+}
+
 #[derive(Debug)]
 pub struct Bound<T> {
     store: SecretStore,
@@ -466,6 +478,35 @@ impl<T> Bound<T> {
             validation,
             values,
         })
+    }
+
+    /// The current certificates; `None` while a secret is missing (Envoy has no context
+    /// to show until then).
+    pub fn certs(&self) -> Option<ContextCerts> {
+        let mut chain = Vec::new();
+        for input in &self.certs {
+            if let SecretValue::Certificate(c) = &*input.current().ok()? {
+                chain.push((c.path.clone(), c.key.cert.first()?.clone()));
+            }
+        }
+        let ca = match &self.validation {
+            None => None,
+            Some((default, input)) => {
+                let v = input.current().ok()?;
+                let SecretValue::Validation(dynamic) = &*v else {
+                    return None;
+                };
+                let source = match default {
+                    Some(d) if dynamic.roots.is_empty() => d.as_ref(),
+                    _ => dynamic.as_ref(),
+                };
+                source
+                    .roots
+                    .first()
+                    .map(|r| (source.path.clone(), r.clone()))
+            }
+        };
+        Some(ContextCerts { ca, chain })
     }
 
     /// The name of the validation secret, for error reports.

@@ -17,7 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::common::{Bound, CommonConfig, HandshakeError, Inputs, NotReady, SecretRef};
+use super::common::{
+    Bound, CommonConfig, ContextCerts, HandshakeError, Inputs, NotReady, SecretRef,
+};
 use super::params::{self, Side};
 use super::peer_exchange;
 use super::stats::SslStats;
@@ -201,6 +203,11 @@ impl DownstreamTls {
 
     pub fn is_ready(&self) -> bool {
         self.readiness().is_ok()
+    }
+
+    /// The certificates in use, for `/certs`; `None` until the secrets arrived.
+    pub fn certs(&self) -> Option<ContextCerts> {
+        self.inner.bound.certs()
     }
 
     /// The ALPN protocols advertised.

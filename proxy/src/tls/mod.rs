@@ -27,7 +27,7 @@ pub mod verify;
 
 use std::sync::Arc;
 
-pub use common::{HandshakeError, NotReady, SecretRef};
+pub use common::{ContextCerts, HandshakeError, NotReady, SecretRef, SourcedCert};
 pub use downstream::{DownstreamTls, DownstreamTlsConfig};
 pub use peer_exchange::{LocalNode, PeerMetadata, PeerMetadataSlot};
 pub use secrets::{SecretError, SecretStore};

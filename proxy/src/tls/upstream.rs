@@ -245,6 +245,11 @@ impl UpstreamTls {
         self.configs().map(|_| ())
     }
 
+    /// The certificates in use, for `/certs`; `None` until the secrets arrived.
+    pub fn certs(&self) -> Option<super::common::ContextCerts> {
+        self.inner.bound.certs()
+    }
+
     pub fn is_ready(&self) -> bool {
         self.readiness().is_ok()
     }

@@ -217,6 +217,21 @@ pub fn cluster_runs_exchange(filters: &[Filter]) -> bool {
     })
 }
 
+/// Whether a listener filter chain runs Istio's metadata exchange (the
+/// `istio.metadata_exchange` network filter); only then do its TLS contexts accept
+/// `istio-peer-exchange`.
+pub fn listener_runs_exchange(
+    filters: &[envoy_types::pb::envoy::config::listener::v3::Filter],
+) -> bool {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    filters.iter().any(|f| {
+        let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+            return false;
+        };
+        crate::config::any::effective_type_url(any).is_ok_and(|url| url == FILTER_TYPE_URL)
+    })
+}
+
 /// Wraps a stream for the exchange if ALPN `istio-peer-exchange` was negotiated and we have
 /// a node to announce; otherwise passes it through untouched. Flush the result once to send
 /// our frame right away.

@@ -31,6 +31,8 @@ pub struct CertificateSecret {
     pub uri_sans: Vec<String>,
     /// The leaf's notAfter, seconds since the epoch.
     pub not_after: i64,
+    /// The file the chain was read from (`None` for inline or SDS bytes), for `/certs`.
+    pub path: Option<String>,
 }
 
 /// A validation context with its trust roots parsed. `context.trusted_ca` is cleared: the
@@ -39,6 +41,8 @@ pub struct CertificateSecret {
 pub struct ValidationSecret {
     pub context: CertificateValidationContext,
     pub roots: Vec<CertificateDer<'static>>,
+    /// The file the roots were read from (`None` for inline or SDS bytes), for `/certs`.
+    pub path: Option<String>,
 }
 
 /// The files a secret reads, and what they held when it was last parsed.
@@ -132,6 +136,7 @@ pub fn certificate(proto: &TlsCertificate) -> Result<CertificateSecret, SecretEr
         key: Arc::new(key),
         uri_sans: leaf.uri_sans,
         not_after: leaf.not_after,
+        path: filename(proto.certificate_chain.as_ref()).map(|p| p.display().to_string()),
     })
 }
 
@@ -153,9 +158,14 @@ pub fn validation(proto: &CertificateValidationContext) -> Result<ValidationSecr
         }
         None => Vec::new(),
     };
+    let path = filename(proto.trusted_ca.as_ref()).map(|p| p.display().to_string());
     let mut context = proto.clone();
     context.trusted_ca = None;
-    Ok(ValidationSecret { context, roots })
+    Ok(ValidationSecret {
+        context,
+        roots,
+        path,
+    })
 }
 
 /// Every PEM `CERTIFICATE` block in `pem`; at least one.

@@ -115,6 +115,8 @@ enum Key {
 #[derive(Debug)]
 struct Entry {
     tx: watch::Sender<SecretSlot>,
+    /// The last accepted proto, its xDS version and when it arrived (for `/config_dump`).
+    published: Option<Published>,
     /// For SDS names: where the first context that asked for it wants it from.
     source: Option<ConfigSource>,
     /// For secrets that read files: what to re-read.
@@ -128,6 +130,26 @@ struct Inner {
     changes: watch::Sender<u64>,
     poll_interval: Duration,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The last accepted version of a secret, as `/config_dump` shows it.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub proto: Secret,
+    /// The xDS `version_info` it came with (empty for bootstrap secrets).
+    pub version_info: String,
+    pub last_updated: std::time::SystemTime,
+}
+
+/// One bootstrap or SDS secret, for the admin endpoints.
+#[derive(Debug, Clone)]
+pub struct SecretEntry {
+    pub name: String,
+    /// From SDS (else from the bootstrap).
+    pub dynamic: bool,
+    /// `None` for an SDS secret a context waits for (Envoy's warming secrets).
+    pub published: Option<Published>,
+    pub value: SecretSlot,
 }
 
 /// All secrets. Cheap to clone; clones share the secrets.
@@ -201,7 +223,7 @@ impl SecretStore {
         }
         for (s, value) in parsed {
             let watch = FileWatch::for_secret(s);
-            self.publish(Key::Static(s.name.clone()), value, watch, None);
+            self.publish(Key::Static(s.name.clone()), value, watch, published(s, ""));
         }
         Ok(())
     }
@@ -209,12 +231,22 @@ impl SecretStore {
     /// Applies SDS secrets (added or updated). Each bad secret is refused on its own and
     /// keeps its previous value; the others are applied. The error list is the NACK.
     pub fn apply(&self, secrets: &[Secret]) -> Result<(), Vec<Rejected>> {
+        self.apply_versioned(secrets, "")
+    }
+
+    /// [`apply`](Self::apply), recording the xDS `version_info` the secrets came with.
+    pub fn apply_versioned(&self, secrets: &[Secret], version: &str) -> Result<(), Vec<Rejected>> {
         let mut rejected = Vec::new();
         for s in secrets {
             match material::parse(s) {
                 Ok(value) => {
                     let watch = FileWatch::for_secret(s);
-                    self.publish(Key::Sds(s.name.clone()), value, watch, None);
+                    self.publish(
+                        Key::Sds(s.name.clone()),
+                        value,
+                        watch,
+                        published(s, version),
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(secret = s.name, "SDS secret rejected: {error}");
@@ -288,6 +320,7 @@ impl SecretStore {
         };
         let entry = entries.entry(Key::Sds(name)).or_insert_with(|| Entry {
             tx: watch::Sender::new(None),
+            published: None,
             source: None,
             files: None,
         });
@@ -321,6 +354,7 @@ impl SecretStore {
             let mut entries = self.entries();
             let entry = entries.entry(key).or_insert_with(|| Entry {
                 tx: watch::Sender::new(value),
+                published: None,
                 source: None,
                 files: Some(watch),
             });
@@ -392,21 +426,17 @@ impl SecretStore {
         changed
     }
 
-    fn publish(
-        &self,
-        key: Key,
-        value: SecretValue,
-        files: Option<FileWatch>,
-        source: Option<ConfigSource>,
-    ) {
+    fn publish(&self, key: Key, value: SecretValue, files: Option<FileWatch>, info: Published) {
         {
             let mut entries = self.entries();
             let entry = entries.entry(key).or_insert_with(|| Entry {
                 tx: watch::Sender::new(None),
-                source,
+                published: None,
+                source: None,
                 files: None,
             });
             entry.files = files;
+            entry.published = Some(info);
             entry.tx.send_replace(Some(Arc::new(value)));
             if entry.files.is_some() {
                 drop(entries);
@@ -414,6 +444,32 @@ impl SecretStore {
             }
         }
         self.bump();
+    }
+
+    /// Every bootstrap and SDS secret (not those we read from files for inline contexts),
+    /// sorted by name, bootstrap ones first.
+    pub fn entries_snapshot(&self) -> Vec<SecretEntry> {
+        let mut out: Vec<SecretEntry> = self
+            .entries()
+            .iter()
+            .filter_map(|(key, e)| {
+                let (name, dynamic) = match key {
+                    Key::Static(n) => (n, false),
+                    // Like Envoy, an SDS secret no context uses any more is gone.
+                    Key::Sds(_) if e.tx.receiver_count() == 0 => return None,
+                    Key::Sds(n) => (n, true),
+                    Key::File(_) => return None,
+                };
+                Some(SecretEntry {
+                    name: name.clone(),
+                    dynamic,
+                    published: e.published.clone(),
+                    value: e.tx.borrow().clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.dynamic, &a.name).cmp(&(b.dynamic, &b.name)));
+        out
     }
 
     fn bump(&self) {
@@ -463,6 +519,14 @@ impl Drop for Inner {
         {
             task.abort();
         }
+    }
+}
+
+fn published(s: &Secret, version: &str) -> Published {
+    Published {
+        proto: s.clone(),
+        version_info: version.to_string(),
+        last_updated: std::time::SystemTime::now(),
     }
 }
 
