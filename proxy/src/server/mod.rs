@@ -5,9 +5,12 @@
 //! single-threaded runtime of their own, so a busy data plane never starves the control path
 //! and a slow control plane never stalls traffic.
 //!
-//! Start-up follows Envoy: static clusters and listeners from the bootstrap, admin up, then
-//! the initial xDS fetch (CDS then EDS, LDS; honouring `initial_fetch_timeout`), then the
-//! workers start accepting and `server.state` becomes LIVE.
+//! Start-up follows Envoy: bootstrap secrets, static clusters and listeners from the
+//! bootstrap, admin up, then the initial xDS fetch (CDS then EDS, LDS; honouring
+//! `initial_fetch_timeout`), then the secrets their TLS contexts need (over ADS or their own
+//! SDS stream, see [`sds`]; at most until the SDS initial fetch ends or 15s), then the
+//! workers start accepting and `server.state` becomes LIVE. A TLS chain still without its
+//! secrets closes its connections until they arrive; it never serves plaintext.
 //!
 //! Shutdown: SIGTERM, SIGINT and `/quitquitquit` drain: stop accepting, let open
 //! connections finish within `--drain-time-s`, then exit 0, so a `kill`, a `systemctl stop`
