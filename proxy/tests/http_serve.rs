@@ -287,7 +287,8 @@ struct Factory;
 impl RbacFactory for Factory {
     fn http_filter(
         &self,
-        _: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
+        _: &envoy_types::pb::google::protobuf::Any,
+        _: &str,
     ) -> Result<Arc<dyn HttpAuthorizer>, proxy::config::ConfigError> {
         Ok(Arc::new(DenyPath))
     }

@@ -1,13 +1,16 @@
 //! `/config_dump`: Envoy's `admin.v3.ConfigDump` in proto3 JSON, with the same top-level
-//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners) so that
+//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners, scoped routes,
+//! routes) so that
 //! `istioctl proxy-config` can read it. `?mask=a,b` keeps only those fields of each config.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::admin::v3::{
     BootstrapConfigDump, ClustersConfigDump, ConfigDump, EndpointsConfigDump, ListenersConfigDump,
-    SecretsConfigDump, clusters_config_dump, endpoints_config_dump, listeners_config_dump,
+    RoutesConfigDump, ScopedRoutesConfigDump, SecretsConfigDump, clusters_config_dump,
+    endpoints_config_dump, listeners_config_dump, routes_config_dump,
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -16,6 +19,7 @@ use envoy_types::pb::google::protobuf::{Any, Timestamp, UInt32Value};
 use prost::{Message, Name};
 use serde_json::Value;
 
+use crate::config::listener::NetworkFilterConfig;
 use crate::server::Shared;
 use crate::upstream::host::HostAddr;
 
@@ -55,6 +59,8 @@ pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
         configs.push(pack(&endpoints(shared)));
     }
     configs.push(pack(&listeners(shared)));
+    configs.push(pack(&ScopedRoutesConfigDump::default()));
+    configs.push(pack(&routes(shared)));
     // Not finished: no TLS secrets are held yet (SDS lands with TLS termination), so the
     // secrets dump is always empty.
     configs.push(pack(&SecretsConfigDump::default()));
@@ -210,6 +216,38 @@ fn listeners(shared: &Shared) -> ListenersConfigDump {
                     ..Default::default()
                 });
         }
+    }
+    dump
+}
+
+/// Inline route configurations of HTTP connection managers are static (as Envoy lists
+/// them); what RDS delivered is dynamic, with its version.
+fn routes(shared: &Shared) -> RoutesConfigDump {
+    let mut dump = RoutesConfigDump::default();
+    for l in shared.listeners.all() {
+        for chain in l.all_chains() {
+            for f in &chain.config.filters {
+                let NetworkFilterConfig::HttpConnectionManager(hcm) = f else {
+                    continue;
+                };
+                if let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier {
+                    dump.static_route_configs
+                        .push(routes_config_dump::StaticRouteConfig {
+                            route_config: Some(pack(rc)),
+                            last_updated: timestamp(l.last_updated),
+                        });
+                }
+            }
+        }
+    }
+    for applied in shared.listeners.http().rds.applied() {
+        dump.dynamic_route_configs
+            .push(routes_config_dump::DynamicRouteConfig {
+                version_info: applied.version_info.clone(),
+                route_config: Some(pack(&*applied.proto)),
+                last_updated: timestamp(applied.last_updated),
+                ..Default::default()
+            });
     }
     dump
 }

@@ -10,8 +10,12 @@ use bytes::Bytes;
 use super::FilterChainMatcher;
 use super::filter_chain_match::ChainSpec;
 use crate::config::ConfigError;
-use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
+use crate::config::Context;
+use crate::config::listener::{
+    FilterChainConfig, ListenerConfig, NetworkFilterConfig, chain_label,
+};
 use crate::drain::Drain;
+use crate::http::{HttpConnectionManager, HttpContext};
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
 
@@ -81,6 +85,7 @@ impl ListenerStats {
 pub enum Terminal {
     TcpProxy(TcpProxy),
     DirectResponse(Bytes),
+    Http(HttpConnectionManager),
 }
 
 /// A filter chain in service.
@@ -95,16 +100,25 @@ pub struct ActiveChain {
 // === impl ActiveChain ===
 
 impl ActiveChain {
-    fn build(config: FilterChainConfig, store: &Store) -> Result<Self, ConfigError> {
+    /// Builds a chain's terminal filter. An HTTP connection manager is compiled here (it
+    /// needs the process's clusters, RDS store and RBAC engine); its errors name the
+    /// filter (`filters[i].typed_config...`).
+    fn build(config: FilterChainConfig, http: &HttpContext) -> Result<Self, ConfigError> {
         let mut terminal = None;
-        for f in &config.filters {
+        for (i, f) in config.filters.iter().enumerate() {
             match f {
                 NetworkFilterConfig::TelemetryOnly(_) => {}
                 NetworkFilterConfig::TcpProxy(c) => {
-                    terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), store)));
+                    terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), &http.store)));
                 }
                 NetworkFilterConfig::DirectResponse(body) => {
                     terminal = Some(Terminal::DirectResponse(body.clone()));
+                }
+                NetworkFilterConfig::HttpConnectionManager(proto) => {
+                    let hcm = HttpConnectionManager::new(proto, http)
+                        .at("typed_config")
+                        .at(format!("filters[{i}]"))?;
+                    terminal = Some(Terminal::Http(hcm));
                 }
             }
         }
@@ -133,10 +147,26 @@ pub struct ActiveListener {
 
 impl ActiveListener {
     /// Builds a listener; chains equal to one of `previous`'s are reused as they are.
+    /// Errors name the listener and the chain, as an LDS NACK does.
     pub fn build(
         config: ListenerConfig,
         previous: Option<&ActiveListener>,
-        store: &Store,
+        http: &HttpContext,
+        version_info: &str,
+    ) -> Result<Self, ConfigError> {
+        let http = HttpContext {
+            buffer_limit: config.per_connection_buffer_limit as usize,
+            ..http.clone()
+        };
+        let name = config.name.clone();
+        Self::build_with(config, previous, &http, version_info)
+            .map_err(|e| e.at(format!("listener {:?}", &*name)))
+    }
+
+    fn build_with(
+        config: ListenerConfig,
+        previous: Option<&ActiveListener>,
+        http: &HttpContext,
         version_info: &str,
     ) -> Result<Self, ConfigError> {
         let reuse = |cfg: &FilterChainConfig| -> Option<Arc<ActiveChain>> {
@@ -145,18 +175,24 @@ impl ActiveListener {
                 .find(|c| c.config.proto == cfg.proto && !c.drain.is_draining())
                 .cloned()
         };
-        let mut build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
+        let build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
             match reuse(cfg) {
                 Some(chain) => Ok(chain),
-                None => Ok(Arc::new(ActiveChain::build(cfg.clone(), store)?)),
+                None => Ok(Arc::new(ActiveChain::build(cfg.clone(), http)?)),
             }
         };
         let chains = config
             .chains
             .iter()
-            .map(|c| Ok((c, build(c)?)))
+            .enumerate()
+            .map(|(i, c)| Ok((c, build(c).at(chain_label("filter_chains", i, &c.name))?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let default_chain = config.default_chain.as_ref().map(&mut build).transpose()?;
+        let default_chain = config
+            .default_chain
+            .as_ref()
+            .map(build)
+            .transpose()
+            .at("default_filter_chain")?;
         let matcher = FilterChainMatcher::new(
             chains.into_iter().map(|(cfg, chain)| ChainSpec {
                 name: &cfg.proto.name,
@@ -166,7 +202,7 @@ impl ActiveListener {
             default_chain,
         )
         .map_err(|e| ConfigError::new(e.to_string()))?;
-        let stats = ListenerStats::new(store, &config.stat_prefix);
+        let stats = ListenerStats::new(&http.store, &config.stat_prefix);
         Ok(Self {
             config: Arc::new(config),
             matcher,

@@ -107,7 +107,7 @@ pub async fn handle(
             return;
         }
     };
-    let work = run_terminal(&chain, io, &downstream, &manager);
+    let work = run_terminal(&chain, io, downstream, &manager);
     tokio::select! {
         () = work => {}
         () = chain.drain.closed() => {
@@ -116,15 +116,21 @@ pub async fn handle(
     }
 }
 
+/// Runs the chain's terminal filter. Draining the chain drains it gracefully (HTTP:
+/// `connection: close` / GOAWAY); the caller closes what is left when the drain time ends.
 async fn run_terminal(
     chain: &ActiveChain,
     mut io: DownstreamIo,
-    downstream: &Downstream,
+    downstream: Downstream,
     manager: &ListenerManager,
 ) {
     match &chain.terminal {
+        Terminal::Http(hcm) => {
+            hcm.serve(io, downstream, chain.drain.draining_token())
+                .await;
+        }
         Terminal::TcpProxy(proxy) => {
-            let outcome = proxy.run(io, downstream, manager.clusters()).await;
+            let outcome = proxy.run(io, &downstream, manager.clusters()).await;
             tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
         }
         Terminal::DirectResponse(body) => {

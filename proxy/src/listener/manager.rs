@@ -19,6 +19,8 @@ use super::connection;
 use super::socket::{self, BindOptions};
 use crate::config::listener::ListenerConfig;
 use crate::conn::Direction;
+use crate::http::HttpContext;
+use crate::rbac::HttpRbacFactory;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::ClusterManager;
 
@@ -78,8 +80,9 @@ pub struct LdsOutcome {
 /// All listeners.
 #[derive(Debug)]
 pub struct ListenerManager {
-    store: Store,
     clusters: Arc<ClusterManager>,
+    /// What HTTP connection managers share (and its stats store).
+    http: HttpContext,
     table: ArcSwap<Table>,
     state: Mutex<Mutable>,
     stats: ManagerStats,
@@ -89,7 +92,18 @@ pub struct ListenerManager {
 // === impl ListenerManager ===
 
 impl ListenerManager {
+    /// A manager whose HTTP connection managers share fresh pools and RDS store, with the
+    /// RBAC engine for `envoy.filters.http.rbac`.
     pub fn new(store: Store, clusters: Arc<ClusterManager>, drain_time: Duration) -> Arc<Self> {
+        let mut http = HttpContext::new(clusters.clone(), store.clone());
+        http.rbac = Some(HttpRbacFactory::new(store.clone()));
+        Self::with_http(http, drain_time)
+    }
+
+    /// A manager with the given HTTP context (its store and clusters are the manager's).
+    pub fn with_http(http: HttpContext, drain_time: Duration) -> Arc<Self> {
+        let store = http.store.clone();
+        let clusters = http.clusters.clone();
         let s = store.scope("listener_manager.");
         let stats = ManagerStats {
             listener_added: s.counter("listener_added"),
@@ -109,8 +123,8 @@ impl ListenerManager {
         stats.total_listeners_warming.set(0);
         stats.total_listeners_draining.set(0);
         Arc::new(Self {
-            store,
             clusters,
+            http,
             table: ArcSwap::from_pointee(Table::default()),
             state: Mutex::default(),
             stats,
@@ -124,6 +138,11 @@ impl ListenerManager {
 
     pub fn clusters(&self) -> &ClusterManager {
         &self.clusters
+    }
+
+    /// What the HTTP connection managers share; its RDS store is what RDS feeds.
+    pub fn http(&self) -> &HttpContext {
+        &self.http
     }
 
     pub fn drain_time(&self) -> Duration {
@@ -300,7 +319,7 @@ impl ListenerManager {
                 ));
             }
         }
-        let active = ActiveListener::build(cfg, previous.map(|p| &**p), &self.store, version_info)
+        let active = ActiveListener::build(cfg, previous.map(|p| &**p), &self.http, version_info)
             .map_err(|e| e.to_string())?;
         let active = Arc::new(active);
         if active.config.bind_to_port {

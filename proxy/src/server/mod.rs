@@ -199,6 +199,8 @@ fn start_xds(shared: &Arc<Shared>) -> Result<Option<xds_client::ClientHandle>, S
         listeners: shared.listeners.clone(),
         client: handle.clone(),
     };
+    // Bootstrap listeners may use RDS too.
+    handler.subscribe_routes();
     tokio::spawn(client.run(handler));
     Ok(Some(handle))
 }
