@@ -98,7 +98,12 @@ struct Observed {
     body: String,
 }
 
-fn observe(request: String, status: StatusCode, headers: &http::HeaderMap, body: &[u8]) -> Observed {
+fn observe(
+    request: String,
+    status: StatusCode,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Observed {
     let response_headers = headers
         .iter()
         .filter(|(k, _)| {
@@ -153,7 +158,11 @@ async fn drive_static(port: u16) -> Vec<Observed> {
             Client::h1(addr).await
         };
         for &(host, path, user) in REQUESTS {
-            let mut req = if h2 { get(host, path) } else { get_h1(host, path) };
+            let mut req = if h2 {
+                get(host, path)
+            } else {
+                get_h1(host, path)
+            };
             if !user.is_empty() {
                 req.headers_mut().insert("x-user", user.parse().unwrap());
             }
@@ -311,9 +320,7 @@ fn dumped_routes(admin: SocketAddr) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| {
-            c["@type"] == "type.googleapis.com/envoy.admin.v3.RoutesConfigDump"
-        })
+        .find(|c| c["@type"] == "type.googleapis.com/envoy.admin.v3.RoutesConfigDump")
         .cloned()
         .unwrap_or_default();
     routes["dynamic_route_configs"]
@@ -322,7 +329,10 @@ fn dumped_routes(admin: SocketAddr) -> Vec<(String, String)> {
             a.iter()
                 .map(|r| {
                     (
-                        r["route_config"]["name"].as_str().unwrap_or("?").to_string(),
+                        r["route_config"]["name"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
                         r["version_info"].as_str().unwrap_or("?").to_string(),
                     )
                 })
@@ -341,7 +351,10 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
             vec![cluster("a", a.addr), cluster("b", b.addr)],
         ),
         (ResourceType::Listener, vec![http_listener(port, false)]),
-        (ResourceType::RouteConfiguration, vec![route_config(Some("a"))]),
+        (
+            ResourceType::RouteConfiguration,
+            vec![route_config(Some("a"))],
+        ),
     ])
     .await;
     let yaml = bootstrap(cp.port());
@@ -356,22 +369,37 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
     seen.push(format!("first request: {}", until(&mut kept, "a").await));
 
     let v2 = cp
-        .push(ResourceType::RouteConfiguration, "2", vec![route_config(Some("b"))])
+        .push(
+            ResourceType::RouteConfiguration,
+            "2",
+            vec![route_config(Some("b"))],
+        )
         .await;
     seen.push(format!("routes to b: {v2:?}"));
     seen.push(format!("same connection: {}", until(&mut kept, "b").await));
 
     let bad = cp
-        .push(ResourceType::RouteConfiguration, "bad-3", vec![route_config(None)])
+        .push(
+            ResourceType::RouteConfiguration,
+            "bad-3",
+            vec![route_config(None)],
+        )
         .await;
     seen.push(format!("route without action: NACK {}", bad.is_err()));
     nacks.extend(bad.err());
     seen.push(format!("after the NACK: {}", answered_by(&mut kept).await));
 
     let bad = cp
-        .push(ResourceType::Listener, "bad-4", vec![http_listener(port, true)])
+        .push(
+            ResourceType::Listener,
+            "bad-4",
+            vec![http_listener(port, true)],
+        )
         .await;
-    seen.push(format!("listener with unknown cluster: NACK {}", bad.is_err()));
+    seen.push(format!(
+        "listener with unknown cluster: NACK {}",
+        bad.is_err()
+    ));
     nacks.extend(bad.err());
     let mut fresh = Client::h1(addr).await;
     seen.push(format!("new connection: {}", answered_by(&mut fresh).await));
@@ -452,8 +480,8 @@ fn istio_bootstrap(admin: u16, prom: u16, health: u16, agent: u16) -> String {
         .collect();
     for c in &mut clusters {
         let port = if c["name"] == "agent" { agent } else { admin };
-        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-            ["socket_address"]["port_value"] = port.into();
+        c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+            ["port_value"] = port.into();
     }
     serde_json::json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin } } },
@@ -470,7 +498,7 @@ async fn drive_istio(prom: u16, health: u16) -> Vec<String> {
     out.push(format!(
         "15090 /stats/prometheus: {status} {:?} has server_live: {}",
         headers.get("content-type"),
-        text.lines().any(|l| l.starts_with("envoy_server_live "))
+        text.lines().any(|l| l.starts_with("envoy_server_live{} 1"))
     ));
     let (status, _, _) = p.request(get_h1("pod", "/other")).await;
     out.push(format!("15090 /other: {status}"));
@@ -480,7 +508,9 @@ async fn drive_istio(prom: u16, health: u16) -> Vec<String> {
         .get("x-upstream")
         .map(|_| seen(&body).path)
         .unwrap_or_default();
-    out.push(format!("15021 /healthz/ready: {status} upstream saw {upstream}"));
+    out.push(format!(
+        "15021 /healthz/ready: {status} upstream saw {upstream}"
+    ));
     let (status, _, _) = h.request(get_h1("pod", "/stats/prometheus")).await;
     out.push(format!("15021 /stats/prometheus: {status}"));
     out
@@ -506,6 +536,6 @@ async fn istio_prometheus_and_health_listeners_answer_like_envoy() {
     assert_eq!(results[1], results[0], "ours (left) vs Envoy (right)");
     assert_eq!(
         results[1][0],
-        "15090 /stats/prometheus: 200 Some(\"text/plain; charset=UTF-8\") has server_live: true"
+        "15090 /stats/prometheus: 200 OK Some(\"text/plain; charset=UTF-8\") has server_live: true"
     );
 }

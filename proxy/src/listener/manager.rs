@@ -185,15 +185,21 @@ impl ListenerManager {
 
     /// Adds the bootstrap's listeners. Any error is fatal, as in Envoy.
     pub fn add_static(self: &Arc<Self>, configs: Vec<ListenerConfig>) -> Result<(), String> {
+        // Envoy keeps the first static listener of a name and drops later ones.
         let mut seen = HashSet::new();
-        for c in &configs {
-            if !seen.insert(c.name.to_string()) {
-                return Err(format!(
-                    "error adding listener: duplicate listener '{}'",
-                    c.name
-                ));
-            }
-        }
+        let configs: Vec<ListenerConfig> = configs
+            .into_iter()
+            .filter(|c| {
+                let first = seen.insert(c.name.to_string());
+                if !first {
+                    tracing::warn!(
+                        "static listener '{}' is defined more than once; using the first",
+                        c.name
+                    );
+                }
+                first
+            })
+            .collect();
         let outcome = self.update(configs, &[], false, "", true);
         match outcome.rejected.first() {
             Some((name, reason)) => Err(format!("error adding listener '{name}': {reason}")),

@@ -103,7 +103,12 @@ impl ControlPlane {
     }
 
     /// Pushes a new version of one type and waits for the client's verdict on it.
-    pub async fn push(&mut self, t: ResourceType, version: &str, resources: Vec<Resource>) -> Verdict {
+    pub async fn push(
+        &mut self,
+        t: ResourceType,
+        version: &str,
+        resources: Vec<Resource>,
+    ) -> Verdict {
         self.next_nonce += 1;
         let nonce = format!("push-{}", self.next_nonce);
         self.server
@@ -138,4 +143,3 @@ pub fn resource_type(type_url: &str) -> Option<ResourceType> {
     .into_iter()
     .find(|t| t.type_url() == type_url)
 }
-
