@@ -204,6 +204,20 @@ fn counters(p: &e2e::ProxyProcess) -> BTreeMap<String, Option<u64>> {
         .collect()
 }
 
+/// `/config_dump`'s config types in order, and the names of the static route configs.
+fn dump_shape(p: &e2e::ProxyProcess) -> Vec<String> {
+    let (_, body) = e2e::http::get(p.admin, "/config_dump").unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut shape = Vec::new();
+    for c in dump["configs"].as_array().unwrap() {
+        shape.push(c["@type"].as_str().unwrap_or("?").to_string());
+        for r in c["static_route_configs"].as_array().into_iter().flatten() {
+            shape.push(format!("  static {}", r["route_config"]["name"]));
+        }
+    }
+    shape
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_http_listener_matches_envoy() {
     let Some(envoy_bin) = e2e::require_envoy("static_http_listener_matches_envoy") else {
@@ -219,8 +233,9 @@ async fn static_http_listener_matches_envoy() {
             .unwrap();
         let observed = drive_static(port).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let stats = tokio::task::block_in_place(|| counters(&process));
-        results.push((observed, stats));
+        let (stats, shape) =
+            tokio::task::block_in_place(|| (counters(&process), dump_shape(&process)));
+        results.push((observed, stats, shape));
     }
     let (ours, envoy) = (results.pop().unwrap(), results.pop().unwrap());
     let mut differences = Vec::new();
@@ -234,6 +249,12 @@ async fn static_http_listener_matches_envoy() {
         if e != o {
             differences.push(format!("{name}: envoy {e:?}, ours {o:?}"));
         }
+    }
+    if envoy.2 != ours.2 {
+        differences.push(format!(
+            "config_dump\n  envoy: {:?}\n  ours:  {:?}",
+            envoy.2, ours.2
+        ));
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
     let denied = envoy.0.iter().find(|o| o.status == 403).unwrap();

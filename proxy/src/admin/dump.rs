@@ -1,6 +1,6 @@
 //! `/config_dump`: Envoy's `admin.v3.ConfigDump` in proto3 JSON, with the same top-level
-//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners, scoped routes,
-//! routes) so that
+//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners, scoped routes and
+//! routes once an HTTP connection manager exists) so that
 //! `istioctl proxy-config` can read it. `?mask=a,b` keeps only those fields of each config.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -59,8 +59,10 @@ pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
         configs.push(pack(&endpoints(shared)));
     }
     configs.push(pack(&listeners(shared)));
-    configs.push(pack(&ScopedRoutesConfigDump::default()));
-    configs.push(pack(&routes(shared)));
+    if shared.listeners.http().rds.is_used() {
+        configs.push(pack(&ScopedRoutesConfigDump::default()));
+        configs.push(pack(&routes(shared)));
+    }
     // Not finished: no TLS secrets are held yet (SDS lands with TLS termination), so the
     // secrets dump is always empty.
     configs.push(pack(&SecretsConfigDump::default()));

@@ -3,6 +3,7 @@
 //! stream (one atomic load, no lock).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -44,6 +45,9 @@ impl RouteSlot {
 pub struct RdsStore {
     slots: Mutex<HashMap<String, Arc<RouteSlot>>>,
     clusters: Option<Arc<ClusterManager>>,
+    /// Some connection manager was built: Envoy creates its route config provider manager
+    /// (and the route dumps of `/config_dump`) with the first one.
+    used: AtomicBool,
 }
 
 // === impl RdsStore ===
@@ -55,7 +59,18 @@ impl RdsStore {
         Arc::new(Self {
             slots: Mutex::default(),
             clusters,
+            used: AtomicBool::new(false),
         })
+    }
+
+    /// Records that a connection manager was built (with inline routes or RDS).
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any connection manager was ever built.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RouteSlot>>> {

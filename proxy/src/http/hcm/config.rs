@@ -126,6 +126,7 @@ impl HcmConfig {
                 );
             }
         };
+        ctx.rds.mark_used();
         let routes = match &p.route_specifier {
             Some(RouteSpecifier::RouteConfig(rc)) => {
                 RouteSource::Static(Arc::new(RouteTable::new(
