@@ -278,13 +278,13 @@ fn cluster(name: &str, addr: SocketAddr) -> Resource {
 
 /// Listener `http` whose HCM takes route configuration `r` from RDS; with `bad`, an inline
 /// route to an unknown cluster instead (which both must refuse).
-fn http_listener(port: u16, bad: bool) -> Resource {
+fn http_listener(port: u16, stat_prefix: &str, bad: bool) -> Resource {
     let routes = if bad {
         "route_config: { name: inline, virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: nope } }] }] }\n"
     } else {
         "rds: { route_config_name: r, config_source: { ads: {}, resource_api_version: V3 } }\n"
     };
-    let hcm = format!("stat_prefix: live\n{routes}http_filters:\n{ROUTER}");
+    let hcm = format!("stat_prefix: {stat_prefix}\n{routes}http_filters:\n{ROUTER}");
     let yaml = format!(
         "name: http\naddress: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n\
          filter_chains:\n- filters:\n  - name: envoy.filters.network.http_connection_manager\n    \
@@ -333,6 +333,26 @@ async fn until(client: &mut Client, want: &str) -> String {
     }
 }
 
+/// What the idle kept connection sees once its filter chain drains. Envoy answers with
+/// `connection: close` or has already closed it (its drain-close callbacks are spread over
+/// the drain time); either way the client must reconnect, so both read "drained".
+async fn drained(client: &mut Client) -> String {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = match client.send(get_h1("svc", "/")).await {
+        Ok(resp)
+            if resp
+                .headers()
+                .get("connection")
+                .is_some_and(|v| v == "close") =>
+        {
+            "drained".to_string()
+        }
+        Ok(resp) => format!("still open ({})", resp.status()),
+        Err(_) => "drained".to_string(),
+    };
+    format!("kept connection while draining: {outcome}")
+}
+
 /// The dynamic route configurations in `/config_dump`: (name, version).
 fn dumped_routes(admin: SocketAddr) -> Vec<(String, String)> {
     let (_, body) = e2e::http::get(admin, "/config_dump").unwrap();
@@ -371,7 +391,10 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
             ResourceType::Cluster,
             vec![cluster("a", a.addr), cluster("b", b.addr)],
         ),
-        (ResourceType::Listener, vec![http_listener(port, false)]),
+        (
+            ResourceType::Listener,
+            vec![http_listener(port, "live", false)],
+        ),
         (
             ResourceType::RouteConfiguration,
             vec![route_config(Some("a"))],
@@ -380,9 +403,16 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
     .await;
     let yaml = bootstrap(cp.port());
     let bin = binary.to_path_buf();
-    let proxy = tokio::task::spawn_blocking(move || start(&bin, &yaml))
-        .await
-        .unwrap();
+    let proxy = tokio::task::spawn_blocking(move || {
+        e2e::ProxyProcess::start(
+            &bin,
+            &yaml,
+            &["--drain-strategy", "immediate", "--drain-time-s", "30"],
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut seen = Vec::new();
     let mut nacks = Vec::new();
@@ -414,7 +444,7 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
         .push(
             ResourceType::Listener,
             "bad-4",
-            vec![http_listener(port, true)],
+            vec![http_listener(port, "live", true)],
         )
         .await;
     seen.push(format!(
@@ -430,6 +460,21 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
         .await
         .unwrap();
     seen.push(format!("config_dump routes: {routes:?}"));
+
+    let changed = cp
+        .push(
+            ResourceType::Listener,
+            "5",
+            vec![http_listener(port, "live2", false)],
+        )
+        .await;
+    seen.push(format!("listener changed: {changed:?}"));
+    seen.push(drained(&mut kept).await);
+    let mut after = Client::h1(addr).await;
+    seen.push(format!(
+        "after the change: {}",
+        answered_by(&mut after).await
+    ));
     drop(proxy);
     (seen, nacks)
 }
@@ -456,6 +501,9 @@ async fn rds_and_lds_updates_reach_live_connections_like_envoy() {
             "new connection: b",
             "kept connection: b",
             "config_dump routes: [(\"r\", \"2\")]",
+            "listener changed: Ok(())",
+            "kept connection while draining: drained",
+            "after the change: b",
         ]
     );
     assert!(
