@@ -279,14 +279,21 @@ fn cluster(name: &str, addr: SocketAddr) -> Resource {
 /// Listener `http` whose HCM takes route configuration `r` from RDS; with `bad`, an inline
 /// route to an unknown cluster instead (which both must refuse).
 fn http_listener(port: u16, stat_prefix: &str, bad: bool) -> Resource {
-    let routes = if bad {
-        "route_config: { name: inline, virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: nope } }] }] }\n"
-    } else {
-        "rds: { route_config_name: r, config_source: { ads: {}, resource_api_version: V3 } }\n"
+    rds_listener("http", port, stat_prefix, (!bad).then_some("r"))
+}
+
+/// Listener `name` whose HCM takes route configuration `route` from RDS; without one, an
+/// inline route to an unknown cluster.
+fn rds_listener(name: &str, port: u16, stat_prefix: &str, route: Option<&str>) -> Resource {
+    let routes = match route {
+        None => "route_config: { name: inline, virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: nope } }] }] }\n".to_string(),
+        Some(r) => format!(
+            "rds: {{ route_config_name: {r}, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}\n"
+        ),
     };
     let hcm = format!("stat_prefix: {stat_prefix}\n{routes}http_filters:\n{ROUTER}");
     let yaml = format!(
-        "name: http\naddress: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n\
+        "name: {name}\naddress: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}\n\
          filter_chains:\n- filters:\n  - name: envoy.filters.network.http_connection_manager\n    \
          typed_config:\n      '@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n{}",
         indent(&hcm, 6)
@@ -299,12 +306,16 @@ fn http_listener(port: u16, stat_prefix: &str, bad: bool) -> Resource {
 
 /// Route configuration `r` to `cluster`; `None` makes a route without an action.
 fn route_config(cluster: Option<&str>) -> Resource {
+    named_route_config("r", cluster)
+}
+
+fn named_route_config(name: &str, cluster: Option<&str>) -> Resource {
     let action = match cluster {
         Some(c) => format!(", route: {{ cluster: {c} }}"),
         None => String::new(),
     };
     let yaml = format!(
-        "name: r\nvirtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}{action} }}] }}]\n"
+        "name: {name}\nvirtual_hosts: [{{ name: v, domains: ['*'], routes: [{{ match: {{ prefix: / }}{action} }}] }}]\n"
     );
     decode::<RouteConfiguration>(&yaml, Format::Yaml, UnknownFields::Reject)
         .unwrap()
@@ -326,6 +337,42 @@ async fn until(client: &mut Client, want: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let got = answered_by(client).await;
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a listener serves: "not serving" when the connection is refused or nothing
+/// answers (Envoy may bind a warming listener's socket), else which upstream answered.
+async fn probe(port: u16) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return "not serving".to_string();
+        };
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n");
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).to_lowercase();
+        match text.lines().find_map(|l| l.strip_prefix("x-upstream: ")) {
+            Some(up) => format!("served by {}", up.trim()),
+            None if text.is_empty() => "not serving".to_string(),
+            None => format!("answered {:?}", text.lines().next().unwrap_or_default()),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn probe_until(port: u16, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = probe(port).await;
         if got == want || Instant::now() > deadline {
             return got;
         }
@@ -475,6 +522,32 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
         "after the change: {}",
         answered_by(&mut after).await
     ));
+
+    let port2 = free_port();
+    let added = cp
+        .push(
+            ResourceType::Listener,
+            "6",
+            vec![
+                http_listener(port, "live2", false),
+                rds_listener("http2", port2, "other", Some("r2")),
+            ],
+        )
+        .await;
+    seen.push(format!("listener waiting for r2: {added:?}"));
+    seen.push(format!("before r2: {}", probe(port2).await));
+    let routes = cp
+        .push(
+            ResourceType::RouteConfiguration,
+            "7",
+            vec![route_config(Some("b")), named_route_config("r2", Some("a"))],
+        )
+        .await;
+    seen.push(format!("r2 arrives: {routes:?}"));
+    seen.push(format!(
+        "after r2: {}",
+        probe_until(port2, "served by a").await
+    ));
     drop(proxy);
     (seen, nacks)
 }
@@ -504,6 +577,10 @@ async fn rds_and_lds_updates_reach_live_connections_like_envoy() {
             "listener changed: Ok(())",
             "kept connection while draining: drained",
             "after the change: b",
+            "listener waiting for r2: Ok(())",
+            "before r2: not serving",
+            "r2 arrives: Ok(())",
+            "after r2: served by a",
         ]
     );
     assert!(

@@ -216,6 +216,18 @@ impl ActiveListener {
         &self.config.name
     }
 
+    /// Whether an HTTP connection manager of the listener still waits for its RDS route
+    /// configuration (Envoy keeps such a listener warming, not serving).
+    pub fn awaiting_routes(&self) -> bool {
+        self.all_chains().any(|c| match &c.terminal {
+            Terminal::Http(hcm) => matches!(
+                &hcm.config().routes,
+                crate::http::RouteSource::Rds(slot) if slot.current().is_none()
+            ),
+            _ => false,
+        })
+    }
+
     /// Every chain, the default one included.
     pub fn all_chains(&self) -> impl Iterator<Item = &Arc<ActiveChain>> {
         self.matcher

@@ -4,6 +4,10 @@
 //! An update builds new listeners next to the old ones and swaps them in: new connections
 //! see the new config at once; connections on filter chains that are gone or changed drain
 //! (`--drain-time-s`), connections on unchanged chains go on untouched.
+//!
+//! A dynamic listener whose HTTP connection managers wait for their RDS route configuration
+//! warms first, as in Envoy: it is built but neither bound nor serving (a listener it
+//! replaces keeps serving) until the routes arrive or the initial fetch timeout passes.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -65,7 +69,12 @@ struct Mutable {
     /// Listeners still draining after removal (name, when they stop), for the draining
     /// gauge and `/config_dump`.
     draining: Vec<Arc<ActiveListener>>,
+    /// Built listeners waiting for their route configurations, by name.
+    warming: HashMap<Arc<str>, Arc<ActiveListener>>,
 }
+
+/// How long a listener warms at most: Envoy's default RDS `initial_fetch_timeout`.
+const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What an LDS update did, and what it refused.
 #[derive(Debug, Default)]
@@ -249,16 +258,20 @@ impl ListenerManager {
                 continue;
             }
             let previous = old.by_name.get(name.as_str());
+            // A newer version replaces one still warming.
+            self.state().warming.remove(name.as_str());
             if previous.is_some_and(|p| p.config.proto == cfg.proto) {
                 continue;
             }
-            match self.install(cfg, previous, &mut table, version_info) {
-                Ok(()) => {
+            match self.install(cfg, previous, &mut table, version_info, is_static) {
+                Ok(warming) => {
                     self.stats.listener_create_success.inc();
                     if let Some(p) = previous {
                         self.stats.listener_modified.inc();
                         outcome.modified.push(name.clone());
-                        retired.push(p.clone());
+                        if !warming {
+                            retired.push(p.clone());
+                        }
                     } else {
                         self.stats.listener_added.inc();
                         outcome.added.push(name.clone());
@@ -283,6 +296,11 @@ impl ListenerManager {
             })
             .cloned()
             .collect();
+        self.state().warming.retain(|name, _| {
+            statics.contains(&**name)
+                || !(removed.iter().any(|r| **r == **name)
+                    || (complete && !listed.contains(&**name)))
+        });
         for l in gone {
             table.by_name.remove(l.name());
             table.by_address.retain(|_, owner| !Arc::ptr_eq(owner, &l));
@@ -298,14 +316,16 @@ impl ListenerManager {
         outcome
     }
 
-    /// Builds and binds one listener into `table`.
+    /// Builds one listener and binds it into `table`, or, when it is dynamic and waits for
+    /// route configurations, keeps it warming. Returns whether it is warming.
     fn install(
         self: &Arc<Self>,
         cfg: ListenerConfig,
         previous: Option<&Arc<ActiveListener>>,
         table: &mut Table,
         version_info: &str,
-    ) -> Result<(), String> {
+        is_static: bool,
+    ) -> Result<bool, String> {
         if let Some(p) = previous
             && p.config.addresses().collect::<Vec<_>>() != cfg.addresses().collect::<Vec<_>>()
         {
@@ -328,6 +348,20 @@ impl ListenerManager {
         let active = ActiveListener::build(cfg, previous.map(|p| &**p), &self.http, version_info)
             .map_err(|e| e.to_string())?;
         let active = Arc::new(active);
+        if !is_static && active.awaiting_routes() {
+            self.warm(active);
+            return Ok(true);
+        }
+        self.activate(active, table)?;
+        Ok(false)
+    }
+
+    /// Binds a built listener and puts it into `table`.
+    fn activate(
+        self: &Arc<Self>,
+        active: Arc<ActiveListener>,
+        table: &mut Table,
+    ) -> Result<(), String> {
         if active.config.bind_to_port {
             for addr in active.config.addresses() {
                 self.bind(addr, &active)?;
@@ -340,6 +374,70 @@ impl ListenerManager {
             table.by_address.insert(addr, active.clone());
         }
         Ok(())
+    }
+
+    /// Keeps a listener warming until its routes arrive ([`Self::routes_updated`]) or the
+    /// warming timeout passes.
+    fn warm(self: &Arc<Self>, active: Arc<ActiveListener>) {
+        tracing::info!(
+            listener = active.name(),
+            "warming: waiting for route configurations"
+        );
+        let name = active.config.name.clone();
+        let weak = Arc::downgrade(&active);
+        self.state().warming.insert(name.clone(), active);
+        let Ok(rt) = Handle::try_current() else {
+            return;
+        };
+        let manager = Arc::downgrade(self);
+        rt.spawn(async move {
+            tokio::time::sleep(WARMING_TIMEOUT).await;
+            if let (Some(manager), Some(listener)) = (manager.upgrade(), weak.upgrade()) {
+                tracing::warn!(
+                    listener = &*name,
+                    "routes did not arrive within {WARMING_TIMEOUT:?}; serving without them"
+                );
+                manager.finish_warming(|l| Arc::ptr_eq(l, &listener));
+            }
+        });
+    }
+
+    /// Starts serving the warming listeners whose route configurations have all arrived
+    /// (RDS calls this after each update).
+    pub fn routes_updated(self: &Arc<Self>) {
+        self.finish_warming(|l| !l.awaiting_routes());
+    }
+
+    fn finish_warming(self: &Arc<Self>, ready: impl Fn(&Arc<ActiveListener>) -> bool) {
+        let done: Vec<Arc<ActiveListener>> = {
+            let mut state = self.state();
+            let names: Vec<Arc<str>> = state
+                .warming
+                .iter()
+                .filter(|(_, l)| ready(l))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .iter()
+                .filter_map(|n| state.warming.remove(n))
+                .collect()
+        };
+        if done.is_empty() {
+            return;
+        }
+        let mut table = (*self.table.load_full()).clone();
+        let mut retired = Vec::new();
+        for l in done {
+            let previous = table.by_name.get(l.name()).cloned();
+            let name = l.name().to_string();
+            match self.activate(l, &mut table) {
+                Ok(()) => retired.extend(previous),
+                Err(e) => tracing::error!(listener = &*name, "cannot start a warmed listener: {e}"),
+            }
+        }
+        self.table.store(Arc::new(table));
+        self.retire(retired);
+        self.update_gauges();
     }
 
     /// Binds `addr` for `listener` unless it already owns it; starts accepting if workers run.
@@ -541,7 +639,8 @@ impl ListenerManager {
         self.stats
             .total_listeners_active
             .set(table.by_name.len() as u64);
-        self.stats.total_listeners_warming.set(0);
+        let warming = self.state().warming.len() as u64;
+        self.stats.total_listeners_warming.set(warming);
         let draining = self.state().draining.len() as u64;
         self.stats.total_listeners_draining.set(draining);
     }

@@ -165,6 +165,7 @@ impl XdsHandler {
         if !update.removed.is_empty() {
             rds.remove(&update.removed);
         }
+        self.listeners.routes_updated();
         tracing::info!(
             "rds: version {:?}: {accepted} accepted, {} removed, {} rejected",
             update.version_info,
