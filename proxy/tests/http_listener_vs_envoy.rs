@@ -380,6 +380,25 @@ async fn probe_until(port: u16, want: &str) -> String {
     }
 }
 
+/// The names of listeners with a `warming_state` in `/config_dump`.
+fn warming_listeners(admin: SocketAddr) -> Vec<String> {
+    let (_, body) = e2e::http::get(admin, "/config_dump").unwrap();
+    let dump: serde_json::Value = serde_json::from_str(&body).unwrap();
+    dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["dynamic_listeners"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|l| l.get("warming_state").is_some())
+        .map(|l| l["name"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
 /// What the idle kept connection sees once its filter chain drains. Envoy answers with
 /// `connection: close` or has already closed it (its drain-close callbacks are spread over
 /// the drain time); either way the client must reconnect, so both read "drained".
@@ -536,6 +555,10 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
         .await;
     seen.push(format!("listener waiting for r2: {added:?}"));
     seen.push(format!("before r2: {}", probe(port2).await));
+    let warming = tokio::task::spawn_blocking(move || warming_listeners(admin))
+        .await
+        .unwrap();
+    seen.push(format!("warming in config_dump: {warming:?}"));
     let routes = cp
         .push(
             ResourceType::RouteConfiguration,
@@ -579,6 +602,7 @@ async fn rds_and_lds_updates_reach_live_connections_like_envoy() {
             "after the change: b",
             "listener waiting for r2: Ok(())",
             "before r2: not serving",
+            "warming in config_dump: [\"http2\"]",
             "r2 arrives: Ok(())",
             "after r2: served by a",
         ]

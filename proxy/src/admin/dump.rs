@@ -219,6 +219,28 @@ fn listeners(shared: &Shared) -> ListenersConfigDump {
                 });
         }
     }
+    // A warming listener shares the entry of the version it replaces, as in Envoy.
+    for l in shared.listeners.warming() {
+        let state = listeners_config_dump::DynamicListenerState {
+            version_info: l.version_info.clone(),
+            listener: Some(pack(&*l.config.proto)),
+            last_updated: timestamp(l.last_updated),
+        };
+        match dump
+            .dynamic_listeners
+            .iter_mut()
+            .find(|d| d.name == l.name())
+        {
+            Some(d) => d.warming_state = Some(state),
+            None => dump
+                .dynamic_listeners
+                .push(listeners_config_dump::DynamicListener {
+                    name: l.name().to_string(),
+                    warming_state: Some(state),
+                    ..Default::default()
+                }),
+        }
+    }
     dump
 }
 

@@ -402,6 +402,13 @@ impl ListenerManager {
         });
     }
 
+    /// Listeners built but waiting for their route configurations, by name.
+    pub fn warming(&self) -> Vec<Arc<ActiveListener>> {
+        let mut out: Vec<_> = self.state().warming.values().cloned().collect();
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
     /// Starts serving the warming listeners whose route configurations have all arrived
     /// (RDS calls this after each update).
     pub fn routes_updated(self: &Arc<Self>) {
