@@ -287,20 +287,17 @@ impl ListenerManager {
             }
         }
 
+        let is_gone = |name: &str| {
+            !statics.contains(name)
+                && (removed.iter().any(|r| r == name) || (complete && !listed.contains(name)))
+        };
         let gone: Vec<Arc<ActiveListener>> = table
             .by_name
             .values()
-            .filter(|l| !statics.contains(l.name()))
-            .filter(|l| {
-                removed.iter().any(|r| r == l.name()) || (complete && !listed.contains(l.name()))
-            })
+            .filter(|l| is_gone(l.name()))
             .cloned()
             .collect();
-        self.state().warming.retain(|name, _| {
-            statics.contains(&**name)
-                || !(removed.iter().any(|r| **r == **name)
-                    || (complete && !listed.contains(&**name)))
-        });
+        self.state().warming.retain(|name, _| !is_gone(name));
         for l in gone {
             table.by_name.remove(l.name());
             table.by_address.retain(|_, owner| !Arc::ptr_eq(owner, &l));
@@ -393,11 +390,14 @@ impl ListenerManager {
         rt.spawn(async move {
             tokio::time::sleep(WARMING_TIMEOUT).await;
             if let (Some(manager), Some(listener)) = (manager.upgrade(), weak.upgrade()) {
-                tracing::warn!(
-                    listener = &*name,
-                    "routes did not arrive within {WARMING_TIMEOUT:?}; serving without them"
-                );
-                manager.finish_warming(|l| Arc::ptr_eq(l, &listener));
+                // Only if it is still this version that warms (not served or replaced yet).
+                let activated = manager.finish_warming(|l| Arc::ptr_eq(l, &listener));
+                if activated > 0 {
+                    tracing::warn!(
+                        listener = &*name,
+                        "routes did not arrive within {WARMING_TIMEOUT:?}; serving without them"
+                    );
+                }
             }
         });
     }
@@ -415,7 +415,8 @@ impl ListenerManager {
         self.finish_warming(|l| !l.awaiting_routes());
     }
 
-    fn finish_warming(self: &Arc<Self>, ready: impl Fn(&Arc<ActiveListener>) -> bool) {
+    /// Serves the warming listeners `ready` picks; returns how many.
+    fn finish_warming(self: &Arc<Self>, ready: impl Fn(&Arc<ActiveListener>) -> bool) -> usize {
         let done: Vec<Arc<ActiveListener>> = {
             let mut state = self.state();
             let names: Vec<Arc<str>> = state
@@ -430,8 +431,9 @@ impl ListenerManager {
                 .collect()
         };
         if done.is_empty() {
-            return;
+            return 0;
         }
+        let count = done.len();
         let mut table = (*self.table.load_full()).clone();
         let mut retired = Vec::new();
         for l in done {
@@ -445,6 +447,7 @@ impl ListenerManager {
         self.table.store(Arc::new(table));
         self.retire(retired);
         self.update_gauges();
+        count
     }
 
     /// Binds `addr` for `listener` unless it already owns it; starts accepting if workers run.
