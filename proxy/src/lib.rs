@@ -21,6 +21,8 @@ pub mod conn;
 pub mod drain;
 pub mod http;
 pub mod io;
+pub mod istio_stats;
+pub mod limits;
 pub mod listener;
 pub mod matcher;
 pub mod proto;

@@ -36,6 +36,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match proxy::limits::raise_nofile() {
+        Ok((old, new)) if old != new => {
+            tracing::info!("raised the open file limit from {old} to {new}");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     if !options.no_effect.is_empty() {
         tracing::info!(
             "accepted, but without effect in this proxy: {}",

@@ -111,7 +111,12 @@ pub enum NetworkFilterConfig {
     /// Istio's telemetry filters (`istio.stats`, `istio.metadata_exchange` config only):
     /// accepted, not run.
     TelemetryOnly(String),
+    /// Istio's `istio.stats` (`stats.PluginConfig`): the connection is reported in Istio's
+    /// TCP metrics ([`crate::istio_stats`]).
+    IstioStats,
     TcpProxy(TcpProxyConfig),
+    /// `envoy.filters.network.rbac`, compiled (with its stats) when the chain is built.
+    Rbac(Box<envoy_types::pb::google::protobuf::Any>),
     /// `envoy.filters.network.direct_response`: writes fixed bytes and closes.
     DirectResponse(Bytes),
     /// `envoy.filters.network.http_connection_manager`, decoded. It is compiled (routes,
@@ -304,8 +309,7 @@ impl ListenerConfig {
     }
 }
 
-/// How errors name a filter chain: `filter_chains[i]` or `filter_chains[i] ("name")`.
-pub(crate) fn chain_label(field: &str, index: usize, name: &str) -> String {
+fn chain_label(field: &str, index: usize, name: &str) -> String {
     if name.is_empty() {
         format!("{field}[{index}]")
     } else {
@@ -427,6 +431,9 @@ fn network_filter(
         )));
     };
     let type_url = any::effective_type_url(any_cfg)?;
+    if type_url == crate::istio_stats::TYPE_URL {
+        return Ok(NetworkFilterConfig::IstioStats);
+    }
     if extension::is_telemetry_only(&type_url) {
         return Ok(NetworkFilterConfig::TelemetryOnly(f.name.clone()));
     }
@@ -437,6 +444,10 @@ fn network_filter(
                 TcpProxyConfig::from_proto(&proto).at("typed_config")?,
             ))
         }
+        Some("filters.network.rbac.v3.RBAC") => Ok(NetworkFilterConfig::Rbac(Box::new(
+            // Keep a TypedStruct as it came: the RBAC compiler unwraps it strictly.
+            any_cfg.clone(),
+        ))),
         Some("filters.network.direct_response.v3.Config") => {
             let proto: DirectResponseProto = any::decode(any_cfg)?;
             let body = match proto.response.and_then(|r| r.specifier) {
@@ -523,7 +534,7 @@ filter_chains:
         assert_eq!(l.chains.len(), 2);
         assert!(matches!(
             l.chains[0].filters[0],
-            NetworkFilterConfig::TelemetryOnly(_)
+            NetworkFilterConfig::IstioStats
         ));
     }
 
@@ -569,7 +580,7 @@ filter_chains:
             )
         };
         let err = listener(&base(
-            "  - name: envoy.filters.network.rbac\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC, stat_prefix: tcp. }\n  - name: envoy.filters.network.tcp_proxy\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: x, cluster: c }\n",
+            "  - name: envoy.filters.network.local_ratelimit\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit, stat_prefix: tcp. }\n  - name: envoy.filters.network.tcp_proxy\n    typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: x, cluster: c }\n",
         ))
         .unwrap_err()
         .to_string();

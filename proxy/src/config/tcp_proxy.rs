@@ -28,6 +28,8 @@ pub struct TcpProxyConfig {
     /// Close both sides after this long without traffic; `None` disables it.
     pub idle_timeout: Option<Duration>,
     pub max_connect_attempts: u32,
+    /// `access_log`, compiled (and its files opened) when the filter is built.
+    pub access_log: Vec<envoy_types::pb::envoy::config::accesslog::v3::AccessLog>,
     pub max_downstream_connection_duration: Option<Duration>,
 }
 
@@ -104,6 +106,7 @@ impl TcpProxyConfig {
                 .as_ref()
                 .map_or(1, |v| v.value.max(1)),
             max_downstream_connection_duration,
+            access_log: p.access_log.clone(),
         })
     }
 }

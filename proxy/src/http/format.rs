@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::stream_info::{Captured, HeaderKey, HeaderView, StreamInfo};
+use super::stream_info::{Captured, HeaderKey, HeaderView, Protocol, StreamInfo};
 use crate::conn::Downstream;
 
 /// Why a format string is invalid. The text is the NACK reason.
@@ -404,6 +404,7 @@ impl Op {
             Self::Req(a, b) => header_value(ctx.request, a, b.as_ref()),
             Self::Resp(a, b) => header_value(ctx.response, a, b.as_ref()),
             Self::StartTime(fmt) => Value::Str(Cow::Owned(format_time(info.start, fmt.as_deref()))),
+            Self::Protocol if info.protocol == Protocol::Tcp => Value::None,
             Self::Protocol => Value::Str(Cow::Borrowed(info.protocol.as_str())),
             Self::UpstreamProtocol => info
                 .upstream

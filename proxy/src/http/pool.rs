@@ -520,7 +520,7 @@ fn connect_error(e: ConnectError) -> SendError {
 
 /// Envoy's transport failure text for a failed connect, e.g.
 /// `delayed_connect_error:_Connection_refused`.
-fn transport_failure(e: &std::io::Error) -> String {
+pub(crate) fn transport_failure(e: &std::io::Error) -> String {
     let text = e.to_string();
     let text = match text.find(" (os error") {
         Some(i) => &text[..i],

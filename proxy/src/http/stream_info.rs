@@ -148,6 +148,8 @@ pub enum Protocol {
     Http10,
     Http11,
     Http2,
+    /// A tcp_proxy connection: no HTTP protocol (`%PROTOCOL%` is `-`).
+    Tcp,
 }
 
 // === impl Protocol ===
@@ -167,6 +169,7 @@ impl Protocol {
             Self::Http10 => "HTTP/1.0",
             Self::Http11 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
+            Self::Tcp => "-",
         }
     }
 }

@@ -9,13 +9,12 @@ use bytes::Bytes;
 
 use super::FilterChainMatcher;
 use super::filter_chain_match::ChainSpec;
-use crate::config::ConfigError;
-use crate::config::Context;
-use crate::config::listener::{
-    FilterChainConfig, ListenerConfig, NetworkFilterConfig, chain_label,
-};
+use crate::config::listener::{FilterChainConfig, ListenerConfig, NetworkFilterConfig};
+use crate::config::{ConfigError, Context};
 use crate::drain::Drain;
+use crate::http::access_log::AccessLogManager;
 use crate::http::{HttpConnectionManager, HttpContext};
+use crate::rbac::NetworkRbac;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
 
@@ -83,7 +82,7 @@ impl ListenerStats {
 /// The terminal network filter of a chain.
 #[derive(Debug)]
 pub enum Terminal {
-    TcpProxy(TcpProxy),
+    TcpProxy(Box<TcpProxy>),
     DirectResponse(Bytes),
     Http(HttpConnectionManager),
 }
@@ -93,6 +92,11 @@ pub enum Terminal {
 pub struct ActiveChain {
     pub config: FilterChainConfig,
     pub terminal: Terminal,
+    /// The chain's `envoy.filters.network.rbac` filters, in order, run on client data before
+    /// the terminal filter sees it.
+    pub rbac: Box<[NetworkRbac]>,
+    /// Whether Istio's `istio.stats` reports this chain's connections.
+    pub istio_stats: bool,
     /// Drained when the chain is removed or changed by a listener update.
     pub drain: Drain,
 }
@@ -100,33 +104,54 @@ pub struct ActiveChain {
 // === impl ActiveChain ===
 
 impl ActiveChain {
-    /// Builds a chain's terminal filter. An HTTP connection manager is compiled here (it
-    /// needs the process's clusters, RDS store and RBAC engine); its errors name the
-    /// filter (`filters[i].typed_config...`).
+    /// Builds a chain's filters. An HTTP connection manager is compiled here (it needs the
+    /// process's clusters, RDS store and RBAC engine); errors name the chain and filter.
     fn build(config: FilterChainConfig, http: &HttpContext) -> Result<Self, ConfigError> {
+        let store = &http.store;
         let mut terminal = None;
+        let mut rbac = Vec::new();
+        let mut istio_stats = false;
         for (i, f) in config.filters.iter().enumerate() {
             match f {
                 NetworkFilterConfig::TelemetryOnly(_) => {}
+                NetworkFilterConfig::IstioStats => istio_stats = true,
+                NetworkFilterConfig::Rbac(any) => rbac.push(
+                    NetworkRbac::from_any(any, store)
+                        .at(format!("filters[{i}].typed_config"))
+                        .at(format!("filter_chains ({:?})", &*config.name))?,
+                ),
                 NetworkFilterConfig::TcpProxy(c) => {
-                    terminal = Some(Terminal::TcpProxy(TcpProxy::new(c.clone(), &http.store)));
+                    let proxy =
+                        TcpProxy::with_access_logs(c.clone(), store, AccessLogManager::global())
+                            .at(format!("filters[{i}].typed_config"))
+                            .at(format!("filter_chains ({:?})", &*config.name))?;
+                    terminal = Some(Terminal::TcpProxy(Box::new(proxy)));
                 }
                 NetworkFilterConfig::DirectResponse(body) => {
                     terminal = Some(Terminal::DirectResponse(body.clone()));
                 }
                 NetworkFilterConfig::HttpConnectionManager(proto) => {
                     let hcm = HttpConnectionManager::new(proto, http)
-                        .at("typed_config")
-                        .at(format!("filters[{i}]"))?;
+                        .at(format!("filters[{i}].typed_config"))
+                        .at(format!("filter_chains ({:?})", &*config.name))?;
                     terminal = Some(Terminal::Http(hcm));
                 }
             }
         }
         let terminal =
             terminal.ok_or_else(|| ConfigError::new("filter chain has no terminal filter"))?;
+        if matches!(terminal, Terminal::Http(_)) && !rbac.is_empty() {
+            // Not run in front of the HCM yet; skipping it would let denied clients through.
+            return Err(ConfigError::new(
+                "envoy.filters.network.rbac in front of an HTTP connection manager is not supported",
+            )
+            .at(format!("filter_chains ({:?})", &*config.name)));
+        }
         Ok(Self {
             config,
             terminal,
+            rbac: rbac.into_boxed_slice(),
+            istio_stats,
             drain: Drain::new(),
         })
     }
@@ -147,7 +172,7 @@ pub struct ActiveListener {
 
 impl ActiveListener {
     /// Builds a listener; chains equal to one of `previous`'s are reused as they are.
-    /// Errors name the listener and the chain, as an LDS NACK does.
+    /// Errors name the listener, as an LDS NACK does.
     pub fn build(
         config: ListenerConfig,
         previous: Option<&ActiveListener>,
@@ -175,7 +200,7 @@ impl ActiveListener {
                 .find(|c| c.config.proto == cfg.proto && !c.drain.is_draining())
                 .cloned()
         };
-        let build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
+        let mut build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
             match reuse(cfg) {
                 Some(chain) => Ok(chain),
                 None => Ok(Arc::new(ActiveChain::build(cfg.clone(), http)?)),
@@ -184,15 +209,9 @@ impl ActiveListener {
         let chains = config
             .chains
             .iter()
-            .enumerate()
-            .map(|(i, c)| Ok((c, build(c).at(chain_label("filter_chains", i, &c.name))?)))
+            .map(|c| Ok((c, build(c)?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let default_chain = config
-            .default_chain
-            .as_ref()
-            .map(build)
-            .transpose()
-            .at("default_filter_chain")?;
+        let default_chain = config.default_chain.as_ref().map(&mut build).transpose()?;
         let matcher = FilterChainMatcher::new(
             chains.into_iter().map(|(cfg, chain)| ChainSpec {
                 name: &cfg.proto.name,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,10 +14,13 @@ use tokio::time::Instant;
 
 use super::active::{ActiveChain, ActiveListener, ListenerStats, Terminal};
 use super::manager::ListenerManager;
+use super::rbac_gate::RbacGate;
 use super::{Inspectors, Peek, socket};
 use crate::config::listener::DownstreamTransport;
-use crate::conn::Downstream;
+use crate::conn::{Direction, Downstream};
 use crate::io::{DownstreamIo, Prefixed};
+use crate::istio_stats::{IstioStats, Peer, TcpRecord};
+use crate::tcp;
 
 /// Settles a connection's listener stats when it ends.
 struct Accounting {
@@ -107,7 +111,7 @@ pub async fn handle(
             return;
         }
     };
-    let work = run_terminal(&chain, io, downstream, &manager);
+    let work = run_terminal(&chain, io, &downstream, &manager);
     tokio::select! {
         () = work => {}
         () = chain.drain.closed() => {
@@ -121,17 +125,34 @@ pub async fn handle(
 async fn run_terminal(
     chain: &ActiveChain,
     mut io: DownstreamIo,
-    downstream: Downstream,
+    downstream: &Downstream,
     manager: &ListenerManager,
 ) {
     match &chain.terminal {
         Terminal::Http(hcm) => {
-            hcm.serve(io, downstream, chain.drain.draining_token())
+            hcm.serve(io, downstream.clone(), chain.drain.draining_token())
                 .await;
         }
         Terminal::TcpProxy(proxy) => {
-            let outcome = proxy.run(io, &downstream, manager.clusters()).await;
+            let mut report = tcp::Report::default();
+            let clusters = manager.clusters();
+            let outcome = if chain.rbac.is_empty() {
+                proxy
+                    .run_reporting(io, downstream, clusters, &mut report)
+                    .await
+            } else {
+                let gated = RbacGate::new(io, &chain.rbac, downstream);
+                proxy
+                    .run_reporting(gated, downstream, clusters, &mut report)
+                    .await
+            };
             tracing::debug!(?outcome, peer = %downstream.peer, "tcp_proxy done");
+            proxy.log(downstream, &outcome, &report);
+            if chain.istio_stats
+                && let Some(telemetry) = IstioStats::get()
+            {
+                report_tcp(telemetry, downstream, &outcome, &report);
+            }
         }
         Terminal::DirectResponse(body) => {
             if io.write_all(body).await.is_ok() {
@@ -139,6 +160,55 @@ async fn run_terminal(
             }
         }
     }
+}
+
+/// Reports a finished tcp_proxy connection in Istio's TCP metrics.
+fn report_tcp(
+    telemetry: &IstioStats,
+    downstream: &Downstream,
+    outcome: &tcp::Outcome,
+    report: &tcp::Report,
+) {
+    let exchanged = report
+        .upstream_peer
+        .as_ref()
+        .and_then(|s| s.metadata().cloned());
+    let tls = downstream.tls.as_deref();
+    let downstream_principal = tls
+        .and_then(|t| t.peer_certificate.as_ref())
+        .and_then(|c| c.uri_sans.first())
+        .map(String::as_str);
+    let inbound = downstream.direction == Direction::Inbound;
+    let (peer_principal, local_principal) = if inbound {
+        (
+            downstream_principal,
+            tls.and_then(|t| t.local_uri_sans.first())
+                .map(String::as_str),
+        )
+    } else {
+        (report.upstream_principal.as_deref(), None)
+    };
+    let flags = match outcome {
+        tcp::Outcome::NoRoute => "NR",
+        tcp::Outcome::ConnectFailed(e) => e.response_flag(),
+        _ => "-",
+    };
+    let cluster = report.cluster.as_deref().unwrap_or("");
+    telemetry.tcp_closed(&TcpRecord {
+        direction: downstream.direction,
+        peer: Peer {
+            exchanged: exchanged.as_ref(),
+            endpoint: report.host.as_ref().and_then(|h| h.metadata.as_deref()),
+            principal: peer_principal,
+        },
+        local_principal,
+        cluster,
+        mutual_tls: inbound && downstream_principal.is_some(),
+        response_flags: flags,
+        received: report.bytes.received.load(Ordering::Relaxed),
+        sent: report.bytes.sent.load(Ordering::Relaxed),
+        connected: report.connected,
+    });
 }
 
 /// Runs the listener filters that apply to this destination port and selects the filter

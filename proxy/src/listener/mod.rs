@@ -20,6 +20,7 @@ pub mod filter_chain_match;
 pub mod http_inspector;
 pub mod manager;
 pub mod peek;
+pub mod rbac_gate;
 mod reader;
 pub mod socket;
 pub mod tls_inspector;

@@ -30,6 +30,7 @@ use crate::cli::logging::LogHandle;
 use crate::cli::{Mode, Options};
 use crate::config::cluster::ClusterConfig;
 use crate::config::listener::ListenerConfig;
+use crate::istio_stats::{IstioStats, Workload};
 use crate::listener::ListenerManager;
 use crate::stats::{External, Store};
 use crate::upstream::ClusterManager;
@@ -75,6 +76,16 @@ fn run_inner(options: Options, loaded: Loaded, log: Option<LogHandle>) -> Result
     let bootstrap = Arc::new(loaded.bootstrap);
     let store = Store::new(bootstrap.stats_config.as_ref())
         .map_err(|e| StartError::Config(e.to_string()))?;
+    // Istio's metrics describe this proxy's workload from the node metadata.
+    let node_metadata = bootstrap
+        .node
+        .as_ref()
+        .and_then(|n| n.metadata.clone())
+        .unwrap_or_default();
+    IstioStats::install(IstioStats::new(
+        store.clone(),
+        Workload::from_node_metadata(&node_metadata),
+    ));
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("main")

@@ -71,6 +71,20 @@ impl Inclusion {
     }
 }
 
+fn custom_meta(name: Arc<str>, metric: &str, tags: &[(&str, &str)]) -> Meta {
+    Meta::with_tags(
+        name,
+        Tagged {
+            name: metric.to_string(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+            custom_namespace: true,
+        },
+    )
+}
+
 /// A stat's identity: its full Envoy name, and its tag-extracted form, computed the first
 /// time Prometheus output needs it (tag extraction runs regexes; a 10,000-cluster push
 /// creates over a million stats, most never scraped).
@@ -88,6 +102,13 @@ impl Meta {
             name,
             tagged: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A stat whose tags are given, not extracted (custom stat namespaces).
+    fn with_tags(name: Arc<str>, tagged: Tagged) -> Self {
+        let meta = Self::new(name);
+        let _ = meta.tagged.set(tagged);
+        meta
     }
 
     fn tagged(&self, tags: &TagProducer) -> &Tagged {
@@ -331,6 +352,51 @@ impl Store {
         let bounds = DEFAULT_BUCKETS;
         let cell = Arc::new(HistogramCell {
             meta: Meta::new(kept.clone().unwrap_or_else(rejected)),
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        });
+        if let Some(key) = kept {
+            reg.histograms.insert(key, cell.clone());
+        }
+        Histogram(cell)
+    }
+
+    /// A counter in a custom stat namespace (Istio's `istiocustom`), with its tags given:
+    /// `name` is the full stat name, `metric` and `tags` what Prometheus shows.
+    pub fn custom_counter(&self, name: &str, metric: &str, tags: &[(&str, &str)]) -> Counter {
+        let mut reg = self.registry();
+        if let Some(c) = reg.counters.get(name) {
+            return Counter(c.clone());
+        }
+        let kept = self.kept_name(name);
+        let cell = Arc::new(CounterCell {
+            meta: custom_meta(kept.clone().unwrap_or_else(rejected), metric, tags),
+            value: AtomicU64::new(0),
+            used: AtomicBool::new(false),
+        });
+        if let Some(key) = kept {
+            reg.counters.insert(key, cell.clone());
+        }
+        Counter(cell)
+    }
+
+    /// A histogram in a custom stat namespace, with its tags and buckets given.
+    pub fn custom_histogram(
+        &self,
+        name: &str,
+        metric: &str,
+        tags: &[(&str, &str)],
+        bounds: &'static [f64],
+    ) -> Histogram {
+        let mut reg = self.registry();
+        if let Some(h) = reg.histograms.get(name) {
+            return Histogram(h.clone());
+        }
+        let kept = self.kept_name(name);
+        let cell = Arc::new(HistogramCell {
+            meta: custom_meta(kept.clone().unwrap_or_else(rejected), metric, tags),
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),

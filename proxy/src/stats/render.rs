@@ -428,7 +428,13 @@ fn render_prometheus(reg: &Registry, tags: &TagProducer, query: &Query, ext: &[S
             }
         }
     };
-    let metric = |tagged: &Tagged| format!("envoy_{}", sanitize(&tagged.name));
+    let metric = |tagged: &Tagged| {
+        if tagged.custom_namespace {
+            sanitize(&tagged.name)
+        } else {
+            format!("envoy_{}", sanitize(&tagged.name))
+        }
+    };
     let keep = |used: bool, name: &str| (!query.used_only || used) && query.wants(name);
 
     if query.kinds.counters {

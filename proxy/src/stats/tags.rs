@@ -74,6 +74,9 @@ pub struct TagProducer {
 pub struct Tagged {
     pub name: String,
     pub tags: Vec<(String, String)>,
+    /// In a custom stat namespace (Istio's `istiocustom`): Prometheus shows the name as it
+    /// is, without Envoy's `envoy_` prefix.
+    pub custom_namespace: bool,
 }
 
 // === impl TagProducer ===
@@ -165,7 +168,11 @@ impl TagProducer {
                 name.push(c);
             }
         }
-        Tagged { name, tags }
+        Tagged {
+            name,
+            tags,
+            custom_namespace: false,
+        }
     }
 }
 

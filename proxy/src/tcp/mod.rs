@@ -1,18 +1,22 @@
 //! `envoy.filters.network.tcp_proxy`: connect to a cluster and copy bytes both ways.
 
+pub mod access_log;
 pub mod copy;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::tcp_proxy::{TcpProxyConfig, TcpRoute};
 use crate::conn::Downstream;
 use crate::stats::{Counter, Gauge, Store};
+use crate::tls::PeerMetadataSlot;
 use crate::upstream::cluster::{Close, ClusterStats, OriginalSrc};
+use crate::upstream::connect::connect_host_with;
+use crate::upstream::host::Host;
 use crate::upstream::{
-    Cluster, ClusterManager, ConnectError, LbContext, Upstream, UpstreamIo, connect, lb,
+    Cluster, ClusterManager, ConnectError, ConnectOptions, LbContext, Upstream, UpstreamIo, lb,
 };
 use copy::{CopyError, From, copy_bidirectional};
 
@@ -72,6 +76,7 @@ impl TcpProxyStats {
 pub struct TcpProxy {
     pub config: TcpProxyConfig,
     pub stats: TcpProxyStats,
+    access_logs: Vec<crate::http::access_log::AccessLog>,
 }
 
 /// How a proxied connection ended, for access logs and tests.
@@ -94,9 +99,26 @@ pub enum Outcome {
 // === impl TcpProxy ===
 
 impl TcpProxy {
+    /// Builds the filter without its access logs (see [`with_access_logs`](Self::with_access_logs)).
     pub fn new(config: TcpProxyConfig, store: &Store) -> Self {
         let stats = TcpProxyStats::new(store, &config.stat_prefix);
-        Self { config, stats }
+        Self {
+            config,
+            stats,
+            access_logs: Vec::new(),
+        }
+    }
+
+    /// Builds the filter with its access logs, opening their files.
+    pub fn with_access_logs(
+        config: TcpProxyConfig,
+        store: &Store,
+        mgr: &crate::http::access_log::AccessLogManager,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let logs = access_log::build(&config, mgr)?;
+        let mut proxy = Self::new(config, store);
+        proxy.access_logs = logs;
+        Ok(proxy)
     }
 
     /// The cluster this connection goes to.
@@ -126,13 +148,33 @@ impl TcpProxy {
     where
         D: AsyncRead + AsyncWrite + Unpin,
     {
+        self.run_reporting(downstream, conn, clusters, &mut Report::default())
+            .await
+    }
+
+    /// [`run`](Self::run), telling `report` what telemetry needs about the connection.
+    pub async fn run_reporting<D>(
+        &self,
+        downstream: D,
+        conn: &Downstream,
+        clusters: &ClusterManager,
+        report: &mut Report,
+    ) -> Outcome
+    where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
         self.stats.downstream_cx_total.inc();
+        report.started = Some(access_log::Started::now());
         let name = self.cluster_name();
         let Some(cluster) = clusters.get(name) else {
             tracing::debug!(cluster = &**name, "tcp_proxy: no such cluster");
             self.stats.downstream_cx_no_route.inc();
             return Outcome::NoRoute;
         };
+        report.cluster = Some(name.clone());
+        if let Err(e) = admit(&cluster) {
+            return Outcome::ConnectFailed(e);
+        }
         let ctx = LbContext {
             original_dst: Some(conn.local),
             original_src: conn.original_src_mark.map(|mark| OriginalSrc {
@@ -143,7 +185,8 @@ impl TcpProxy {
         let mut attempt = 0;
         let upstream = loop {
             attempt += 1;
-            match connect_pending(&cluster, &ctx).await {
+            report.attempts = attempt;
+            match connect_pending(&cluster, &ctx, report).await {
                 Ok(up) => break up,
                 Err(e) if matches!(e, ConnectError::Overflow | ConnectError::NoHealthyUpstream) => {
                     tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
@@ -152,6 +195,7 @@ impl TcpProxy {
                 Err(e) if attempt >= self.config.max_connect_attempts => {
                     tracing::debug!(cluster = cluster.name(), "tcp_proxy: {e}");
                     cluster.stats.upstream_cx_connect_attempts_exceeded.inc();
+                    report.attempts_exhausted = true;
                     return Outcome::ConnectFailed(e);
                 }
                 Err(e) => tracing::debug!(
@@ -161,13 +205,25 @@ impl TcpProxy {
             }
         };
         let (mut up_io, host, handle) = upstream.into_parts();
+        report.connected = true;
+        report.upstream_local = up_io.local_addr();
+        if let UpstreamIo::Tls(tls) = &up_io {
+            report.upstream_principal = tls
+                .info()
+                .peer_certificate
+                .as_ref()
+                .and_then(|c| c.uri_sans.first().cloned());
+            report.upstream_peer = Some(tls.peer_metadata());
+        }
         let cstats = &handle.cluster().stats;
         // Envoy's TCP pool counts the proxied connection as the upstream "request".
         cstats.upstream_rq_total.inc();
         cstats.upstream_rq_active.inc();
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.proxy(downstream, &mut up_io, cstats).await;
+        let outcome = self
+            .proxy(downstream, &mut up_io, cstats, &report.bytes)
+            .await;
         host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
         cstats.upstream_rq_active.dec();
         outcome
@@ -179,6 +235,7 @@ impl TcpProxy {
         mut downstream: D,
         up_io: &mut UpstreamIo,
         cstats: &ClusterStats,
+        bytes: &Bytes,
     ) -> Outcome
     where
         D: AsyncRead + AsyncWrite + Unpin,
@@ -187,10 +244,12 @@ impl TcpProxy {
             let n = n as u64;
             match from {
                 From::A => {
+                    bytes.received.fetch_add(n, Ordering::Relaxed);
                     self.stats.downstream_cx_rx_bytes_total.add(n);
                     cstats.upstream_cx_tx_bytes_total.add(n);
                 }
                 From::B => {
+                    bytes.sent.fetch_add(n, Ordering::Relaxed);
                     self.stats.downstream_cx_tx_bytes_total.add(n);
                     cstats.upstream_cx_rx_bytes_total.add(n);
                 }
@@ -232,16 +291,70 @@ impl TcpProxy {
     }
 }
 
+/// What telemetry learns about one proxied connection.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub started: Option<access_log::Started>,
+    /// Connection attempts made.
+    pub attempts: u32,
+    /// Connecting failed as many times as `max_connect_attempts` allows (`URX`).
+    pub attempts_exhausted: bool,
+    /// An upstream connection was established.
+    pub connected: bool,
+    /// Our end of the upstream connection.
+    pub upstream_local: Option<std::net::SocketAddr>,
+    /// The cluster chosen.
+    pub cluster: Option<Arc<str>>,
+    /// The upstream host tried last (connected when `connected`).
+    pub host: Option<Arc<Host>>,
+    /// The upstream's verified certificate URI SAN (mTLS).
+    pub upstream_principal: Option<String>,
+    /// The upstream's metadata, when Istio's exchange ran.
+    pub upstream_peer: Option<PeerMetadataSlot>,
+    pub bytes: Bytes,
+}
+
+/// Bytes moved, counted as they move.
+#[derive(Debug, Default)]
+pub struct Bytes {
+    /// From the client.
+    pub received: AtomicU64,
+    /// To the client.
+    pub sent: AtomicU64,
+}
+
+/// Envoy's TCP pool admission: each proxied connection is one pending upstream request
+/// while it connects, so `max_pending_requests` (default 1024) caps how many connect at
+/// once; over it, the connection fails at once as an overflow (`UO`). Once connected it
+/// is an active request, but Envoy's TCP pool does not hold it to `max_requests`.
+fn admit(cluster: &Cluster) -> Result<(), ConnectError> {
+    let stats = &cluster.stats;
+    if stats.upstream_rq_pending_active.value() >= cluster.config.thresholds.max_pending_requests {
+        stats.rq_pending_open.set(1);
+        stats.upstream_rq_pending_overflow.inc();
+        return Err(ConnectError::Overflow);
+    }
+    Ok(())
+}
+
 /// One connection attempt, counted as Envoy's TCP pool counts a pending request: failures
 /// other than overflow and "no host" eject it.
 async fn connect_pending(
     cluster: &Arc<Cluster>,
     ctx: &LbContext,
+    report: &mut Report,
 ) -> Result<Upstream, ConnectError> {
     let stats = &cluster.stats;
+    let host = cluster.choose(ctx).ok_or(ConnectError::NoHealthyUpstream)?;
+    // The host tried is logged even when connecting fails (`%UPSTREAM_HOST%`).
+    report.host = Some(host.clone());
     stats.upstream_rq_pending_total.inc();
     stats.upstream_rq_pending_active.inc();
-    let result = connect(cluster, ctx).await;
+    let options = ConnectOptions {
+        original_src: ctx.original_src,
+        ..ConnectOptions::default()
+    };
+    let result = connect_host_with(cluster, host, &options).await;
     stats.upstream_rq_pending_active.dec();
     if let Err(ConnectError::Failed(_) | ConnectError::Timeout | ConnectError::Bind { .. }) =
         &result

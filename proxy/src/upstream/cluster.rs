@@ -73,6 +73,7 @@ pub struct ClusterStats {
     pub upstream_rq_pending_total: Counter,
     pub upstream_rq_pending_active: Gauge,
     pub upstream_rq_pending_failure_eject: Counter,
+    pub upstream_rq_pending_overflow: Counter,
     pub upstream_cx_connect_attempts_exceeded: Counter,
     pub upstream_cx_destroy_with_active_rq: Counter,
     pub upstream_cx_destroy_local_with_active_rq: Counter,
@@ -124,7 +125,6 @@ const DECLARED_COUNTERS: &[&str] = &[
     "upstream_rq_completed",
     "upstream_rq_maintenance_mode",
     "upstream_rq_max_duration_reached",
-    "upstream_rq_pending_overflow",
     "upstream_rq_per_try_idle_timeout",
     "upstream_rq_per_try_timeout",
     "upstream_rq_retry",
@@ -209,6 +209,7 @@ impl ClusterStats {
             upstream_rq_pending_total: s.counter("upstream_rq_pending_total"),
             upstream_rq_pending_active: s.gauge("upstream_rq_pending_active"),
             upstream_rq_pending_failure_eject: s.counter("upstream_rq_pending_failure_eject"),
+            upstream_rq_pending_overflow: s.counter("upstream_rq_pending_overflow"),
             upstream_cx_connect_attempts_exceeded: s
                 .counter("upstream_cx_connect_attempts_exceeded"),
             upstream_cx_destroy_with_active_rq: s.counter("upstream_cx_destroy_with_active_rq"),

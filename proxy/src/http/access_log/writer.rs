@@ -47,6 +47,12 @@ pub struct AccessLogManager {
 // === impl AccessLogManager ===
 
 impl AccessLogManager {
+    /// The process's manager: every logger writing to one path shares its writer.
+    pub fn global() -> &'static AccessLogManager {
+        static GLOBAL: std::sync::OnceLock<AccessLogManager> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(AccessLogManager::default)
+    }
+
     /// The sink for a path (`/dev/stdout` and `/dev/stderr` write to the process's
     /// streams), opening the file and starting its writer on first use.
     pub fn sink(&self, path: &str) -> std::io::Result<Arc<Sink>> {
