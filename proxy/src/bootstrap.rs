@@ -15,8 +15,8 @@
 //! they are skipped, including inside `typed_config`s and TypedStructs (Envoy does the same),
 //! and named in one warning. Unknown `@type`s fail either way, as in Envoy.
 //!
-//! This is the proto-level check only: what Envoy's protoc-gen-validate rules and its
-//! config conversion (listeners, clusters) reject is not checked here.
+//! This is the proto-level check only; `--mode validate` adds the server's conversion of
+//! the static listeners and clusters ([`crate::server::check_static`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -177,17 +177,25 @@ pub fn load(config: &Config) -> Result<Loaded, Error> {
     Ok(Loaded { bootstrap, ignored })
 }
 
-/// `--mode validate`: loads the bootstrap and reports as Envoy does. On success writes
+/// `--mode validate`: loads the bootstrap, runs `check` on it (the server's conversion of
+/// static resources) and reports as Envoy does. On success writes
 /// `configuration '<path>' OK` to `out` and returns true; on failure logs
 /// `error initializing configuration '<path>': <error>` and returns false.
-pub fn validate_mode(config: &Config, out: &mut dyn Write) -> bool {
+pub fn validate_mode(
+    config: &Config,
+    check: impl FnOnce(&Bootstrap) -> Result<(), String>,
+    out: &mut dyn Write,
+) -> bool {
     let path = config
         .config_path
         .as_deref()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    match load(config) {
-        Ok(_) => {
+    match load(config)
+        .map_err(|e| e.to_string())
+        .and_then(|l| check(&l.bootstrap))
+    {
+        Ok(()) => {
             // Nothing useful to do if stdout is gone; the exit code still says OK.
             let _ = writeln!(out, "configuration '{path}' OK");
             true
@@ -420,7 +428,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "b.json", BASE.as_bytes());
         let mut out = Vec::new();
-        assert!(validate_mode(&file_config(path.clone()), &mut out));
+        assert!(validate_mode(
+            &file_config(path.clone()),
+            |_| Ok(()),
+            &mut out
+        ));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             format!("configuration '{}' OK\n", path.display())
@@ -428,7 +440,7 @@ mod tests {
 
         let bad = write(&dir, "bad.json", b"{\"nope\": 1}");
         let mut out = Vec::new();
-        assert!(!validate_mode(&file_config(bad), &mut out));
+        assert!(!validate_mode(&file_config(bad), |_| Ok(()), &mut out));
         assert!(out.is_empty());
     }
 }

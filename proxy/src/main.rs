@@ -50,7 +50,11 @@ fn main() -> ExitCode {
         );
     }
     if options.mode == Mode::Validate {
-        return match bootstrap::validate_mode(&options.bootstrap, &mut std::io::stdout()) {
+        return match bootstrap::validate_mode(
+            &options.bootstrap,
+            proxy::server::check_static,
+            &mut std::io::stdout(),
+        ) {
             true => ExitCode::SUCCESS,
             false => ExitCode::FAILURE,
         };

@@ -283,6 +283,63 @@ fn bad_value_cases() -> Vec<Case> {
     ]
 }
 
+/// Bootstraps that parse but that Envoy's validation server rejects when it builds the
+/// listeners and clusters.
+fn conversion_cases() -> Vec<Case> {
+    let two_listeners = with_tcp_proxy(TCP_PROXY).replace(
+        "  clusters:\n",
+        &format!(
+            "  - name: l1\n    address:\n      socket_address: {{ address: 127.0.0.1, port_value: 0 }}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n{TCP_PROXY}  clusters:\n"
+        ),
+    );
+    let same_chains = with_tcp_proxy(TCP_PROXY).replace(
+        "    filter_chains:\n    - filters:\n",
+        &format!(
+            "    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n        typed_config:\n{TCP_PROXY}    - filters:\n"
+        ),
+    );
+    let two_clusters = format!(
+        "{}{}",
+        with_cluster(""),
+        with_cluster("").split_once("  clusters:\n").unwrap().1
+    );
+    vec![
+        // Envoy keeps the first static listener of a name.
+        case("duplicate listener names", two_listeners, true, ""),
+        case(
+            "two chains with the same match",
+            same_chains,
+            false,
+            "error adding listener 'l1'",
+        ),
+        case(
+            "duplicate cluster names",
+            two_clusters,
+            false,
+            "duplicate cluster 'c1'",
+        ),
+        case(
+            "STATIC cluster with a host name",
+            with_cluster("").replace("address: 127.0.0.1", "address: localhost"),
+            false,
+            "static_resources.clusters[0]",
+        ),
+        case(
+            "tcp_proxy without a cluster",
+            with_tcp_proxy(
+                "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n          stat_prefix: s\n",
+            ),
+            false,
+            "static_resources.listeners[0]",
+        ),
+    ]
+}
+
+#[test]
+fn conversion_errors_fail_in_both() {
+    check(conversion_cases(), "conversion_errors_fail_in_both");
+}
+
 /// Documents that are not JSON/YAML, or not an object.
 fn bad_syntax_cases() -> Vec<Case> {
     vec![

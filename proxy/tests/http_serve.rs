@@ -287,7 +287,8 @@ struct Factory;
 impl RbacFactory for Factory {
     fn http_filter(
         &self,
-        _: &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac,
+        _: &envoy_types::pb::google::protobuf::Any,
+        _: &str,
     ) -> Result<Arc<dyn HttpAuthorizer>, proxy::config::ConfigError> {
         Ok(Arc::new(DenyPath))
     }
@@ -314,6 +315,67 @@ async fn rbac_slot_denies_with_envoy_reply() {
         1,
         "the denied request never went upstream"
     );
+}
+
+/// The real RBAC engine in the HCM: Istio's ALLOW policy on the peer's SPIFFE identity,
+/// read from the connection's verified certificate, with Envoy's stats and 403.
+#[tokio::test]
+async fn rbac_engine_decides_on_the_peer_principal_and_request() {
+    let up = Echo::start("a", false).await;
+    let store = Store::new(None).unwrap();
+    let cm = clusters(&store, &[static_cluster("backend", &[up.addr], "")]);
+    let mut ctx = HttpContext::new(cm, store.clone());
+    ctx.rbac = Some(proxy::rbac::HttpRbacFactory::new(store));
+    let hcm_yaml = r#"stat_prefix: inbound
+route_config: { virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: backend } }] }] }
+http_filters:
+- name: envoy.filters.http.rbac
+  typed_config:
+    '@type': type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+    rules:
+      policies:
+        ns[default]-policy[sleep]-rule[0]:
+          permissions: [{ and_rules: { rules: [{ or_rules: { rules: [{ header: { name: ':method', string_match: { exact: GET } } }] } }] } }]
+          principals: [{ and_ids: { ids: [{ or_ids: { ids: [{ authenticated: { principal_name: { exact: spiffe://cluster.local/ns/default/sa/sleep } } }] } }] } }]
+- { name: envoy.filters.http.router, typed_config: { '@type': type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }
+"#;
+    let hcm = proxy::http::HttpConnectionManager::new(&yaml(hcm_yaml), &ctx).unwrap();
+    let peer = |uri: &str| {
+        Some(Arc::new(proxy::conn::PeerTls {
+            peer_certificate: Some(proxy::conn::PeerCertificate {
+                uri_sans: vec![uri.to_string()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    let sleep = Proxy::serve_as(
+        ctx.clone(),
+        hcm.clone(),
+        peer("spiffe://cluster.local/ns/default/sa/sleep"),
+    )
+    .await;
+    let other = Proxy::serve_as(ctx, hcm, peer("spiffe://cluster.local/ns/default/sa/other")).await;
+    let mut c = Client::h1(sleep.addr).await;
+    assert_eq!(c.request(get_h1("svc", "/")).await.0, StatusCode::OK);
+    let post = Request::post("/")
+        .header("host", "svc")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = c.request(post).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::FORBIDDEN, &b"RBAC: access denied"[..])
+    );
+    let mut c = Client::h1(other.addr).await;
+    let (status, _, body) = c.request(get_h1("svc", "/")).await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::FORBIDDEN, &b"RBAC: access denied"[..])
+    );
+    assert_eq!(sleep.stat("http.inbound.rbac.allowed"), 1);
+    assert_eq!(sleep.stat("http.inbound.rbac.denied"), 2);
+    assert_eq!(up.requests.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -5,19 +5,18 @@
 //! and the previous one keeps serving; a removed listener stops accepting while its open
 //! connections finish.
 
-use std::collections::HashMap;
+mod xds_support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use proxy::proto::{Format, UnknownFields, decode};
-use tokio::sync::mpsc;
-use xds_client::testing::{XdsServer, sotw_response};
 use xds_client::{Resource, ResourceType};
+use xds_support::{ControlPlane, bootstrap};
 
 const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
 
@@ -127,136 +126,6 @@ fn listener(port: u16, cluster: &str, chains: usize) -> Resource {
         .unwrap()
         .message
         .into()
-}
-
-fn bootstrap(xds_port: u16) -> String {
-    format!(
-        "node: {{id: sidecar, cluster: test}}\n\
-         admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}\n\
-         dynamic_resources:\n  ads_config:\n    api_type: GRPC\n    transport_api_version: V3\n\
-         \x20   grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]\n\
-         \x20 cds_config: {{ads: {{}}, resource_api_version: V3}}\n\
-         \x20 lds_config: {{ads: {{}}, resource_api_version: V3}}\n\
-         static_resources:\n  clusters:\n  - name: xds\n    type: STATIC\n    connect_timeout: 1s\n\
-         \x20   typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n\
-         \x20       \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n\
-         \x20       explicit_http_config: {{http2_protocol_options: {{}}}}\n\
-         \x20   load_assignment:\n      cluster_name: xds\n\
-         \x20     endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {xds_port}}}}}}}}}]}}]\n"
-    )
-}
-
-// --- the control plane ----------------------------------------------------------------------
-
-/// What the client said about a response: ACK, or NACK with the error detail.
-type Verdict = Result<(), String>;
-
-/// The current version and resources of each type.
-type Snapshot = Arc<Mutex<HashMap<ResourceType, (String, Vec<Resource>)>>>;
-
-/// Answers each subscription with the current snapshot of its type and reports the client's
-/// ACKs and NACKs by nonce.
-struct ControlPlane {
-    server: Arc<XdsServer>,
-    snapshot: Snapshot,
-    verdicts: mpsc::UnboundedReceiver<(String, Verdict)>,
-    next_nonce: u32,
-}
-
-// === impl ControlPlane ===
-
-impl ControlPlane {
-    async fn start(initial: Vec<(ResourceType, Vec<Resource>)>) -> Self {
-        let server = Arc::new(
-            XdsServer::bind_tcp("127.0.0.1:0".parse().unwrap())
-                .await
-                .unwrap(),
-        );
-        let snapshot: Snapshot = Arc::new(Mutex::new(
-            initial
-                .into_iter()
-                .map(|(t, r)| (t, ("1".to_string(), r)))
-                .collect::<HashMap<_, _>>(),
-        ));
-        let (tx, verdicts) = mpsc::unbounded_channel();
-        let (srv, snap) = (server.clone(), snapshot.clone());
-        tokio::spawn(async move {
-            let mut n = 0;
-            loop {
-                let request = match srv.next_ads_sotw().await {
-                    Ok(r) => r.request,
-                    Err(xds_client::testing::ServerError::Timeout(_)) => continue,
-                    Err(_) => return,
-                };
-                if !request.response_nonce.is_empty() {
-                    let verdict = match request.error_detail {
-                        Some(status) => Err(status.message),
-                        None => Ok(()),
-                    };
-                    let _ = tx.send((request.response_nonce, verdict));
-                    continue;
-                }
-                let Some(t) = resource_type(&request.type_url) else {
-                    continue;
-                };
-                let current = snap.lock().unwrap().get(&t).cloned();
-                if let Some((version, resources)) = current {
-                    n += 1;
-                    let nonce = format!("initial-{n}");
-                    let _ = srv.push_ads_sotw(sotw_response(t, &version, &nonce, &resources));
-                }
-            }
-        });
-        Self {
-            server,
-            snapshot,
-            verdicts,
-            next_nonce: 0,
-        }
-    }
-
-    fn port(&self) -> u16 {
-        match self.server.address() {
-            xds_client::testing::ServerAddress::Tcp(a) => a.port(),
-            xds_client::testing::ServerAddress::Uds(_) => unreachable!(),
-        }
-    }
-
-    /// Pushes a new version of one type and waits for the client's verdict on it.
-    async fn push(&mut self, t: ResourceType, version: &str, resources: Vec<Resource>) -> Verdict {
-        self.next_nonce += 1;
-        let nonce = format!("push-{}", self.next_nonce);
-        self.server
-            .push_ads_sotw(sotw_response(t, version, &nonce, &resources))
-            .unwrap();
-        if !version.starts_with("bad") {
-            self.snapshot
-                .lock()
-                .unwrap()
-                .insert(t, (version.to_string(), resources));
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let next = tokio::time::timeout_at(deadline, self.verdicts.recv()).await;
-            match next {
-                Ok(Some((n, verdict))) if n == nonce => return verdict,
-                Ok(Some(_)) => {}
-                _ => panic!("no ACK or NACK for {nonce}"),
-            }
-        }
-    }
-}
-
-fn resource_type(type_url: &str) -> Option<ResourceType> {
-    [
-        ResourceType::Cluster,
-        ResourceType::ClusterLoadAssignment,
-        ResourceType::Listener,
-        ResourceType::RouteConfiguration,
-        ResourceType::Secret,
-    ]
-    .into_iter()
-    .find(|t| t.type_url() == type_url)
 }
 
 // --- the scenario ---------------------------------------------------------------------------

@@ -1,15 +1,17 @@
 //! `/config_dump`: Envoy's `admin.v3.ConfigDump` in proto3 JSON, with the same top-level
-//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners) so that
+//! shape (bootstrap, clusters, endpoints with `?include_eds`, listeners, scoped routes and
+//! routes once an HTTP connection manager exists) so that
 //! `istioctl proxy-config` can read it. `?mask=a,b` keeps only those fields of each config.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::admin::v3::{
     BootstrapConfigDump, ClustersConfigDump, ConfigDump, EndpointsConfigDump, ListenersConfigDump,
-    SecretsConfigDump, clusters_config_dump, endpoints_config_dump, listeners_config_dump,
-    secrets_config_dump,
+    RoutesConfigDump, ScopedRoutesConfigDump, SecretsConfigDump, clusters_config_dump,
+    endpoints_config_dump, listeners_config_dump, routes_config_dump, secrets_config_dump,
 };
 use envoy_types::pb::envoy::config::core::v3::data_source;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
 use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -19,6 +21,7 @@ use envoy_types::pb::google::protobuf::{Any, Timestamp, UInt32Value};
 use prost::{Message, Name};
 use serde_json::Value;
 
+use crate::config::listener::NetworkFilterConfig;
 use crate::server::Shared;
 use crate::upstream::host::HostAddr;
 
@@ -58,6 +61,10 @@ pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
         configs.push(pack(&endpoints(shared)));
     }
     configs.push(pack(&listeners(shared)));
+    if shared.listeners.http().rds.is_used() {
+        configs.push(pack(&ScopedRoutesConfigDump::default()));
+        configs.push(pack(&routes(shared)));
+    }
     configs.push(pack(&secrets(shared)));
     let dump = crate::proto::encode(&ConfigDump { configs }).map_err(|e| e.to_string())?;
     Ok(match mask {
@@ -218,6 +225,60 @@ fn listeners(shared: &Shared) -> ListenersConfigDump {
                     ..Default::default()
                 });
         }
+    }
+    // A warming listener shares the entry of the version it replaces, as in Envoy.
+    for l in shared.listeners.warming() {
+        let state = listeners_config_dump::DynamicListenerState {
+            version_info: l.version_info.clone(),
+            listener: Some(pack(&*l.config.proto)),
+            last_updated: timestamp(l.last_updated),
+        };
+        match dump
+            .dynamic_listeners
+            .iter_mut()
+            .find(|d| d.name == l.name())
+        {
+            Some(d) => d.warming_state = Some(state),
+            None => dump
+                .dynamic_listeners
+                .push(listeners_config_dump::DynamicListener {
+                    name: l.name().to_string(),
+                    warming_state: Some(state),
+                    ..Default::default()
+                }),
+        }
+    }
+    dump
+}
+
+/// Inline route configurations of HTTP connection managers are static (as Envoy lists
+/// them); what RDS delivered is dynamic, with its version.
+fn routes(shared: &Shared) -> RoutesConfigDump {
+    let mut dump = RoutesConfigDump::default();
+    for l in shared.listeners.all() {
+        for chain in l.all_chains() {
+            for f in &chain.config.filters {
+                let NetworkFilterConfig::HttpConnectionManager(hcm) = f else {
+                    continue;
+                };
+                if let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier {
+                    dump.static_route_configs
+                        .push(routes_config_dump::StaticRouteConfig {
+                            route_config: Some(pack(rc)),
+                            last_updated: timestamp(l.last_updated),
+                        });
+                }
+            }
+        }
+    }
+    for applied in shared.listeners.http().rds.applied() {
+        dump.dynamic_route_configs
+            .push(routes_config_dump::DynamicRouteConfig {
+                version_info: applied.version_info.clone(),
+                route_config: Some(pack(&*applied.proto)),
+                last_updated: timestamp(applied.last_updated),
+                ..Default::default()
+            });
     }
     dump
 }

@@ -134,10 +134,10 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Reply {
                     let body = shared.store.render(&q);
                     let content_type = match q.format {
                         crate::stats::Format::Json => "application/json",
-                        crate::stats::Format::Prometheus => {
-                            "text/plain; version=0.0.4; charset=UTF-8"
+                        // Envoy 1.40 labels the Prometheus text format plain text too.
+                        crate::stats::Format::Prometheus | crate::stats::Format::Text => {
+                            "text/plain; charset=UTF-8"
                         }
-                        crate::stats::Format::Text => "text/plain; charset=UTF-8",
                     };
                     reply(StatusCode::OK, content_type, body)
                 }

@@ -40,8 +40,11 @@ pub fn decode<T: Message + Name + Default>(any: &Any) -> Result<T, ConfigError> 
     if any.type_url == UDPA_TYPED_STRUCT || any.type_url == XDS_TYPED_STRUCT {
         let inner = effective_type_url(any)?;
         if inner == want {
+            // Unknown fields are skipped here, as prost skips them in a binary Any: the
+            // policy (`--allow-unknown-static-fields`, `--reject-unknown-dynamic-fields`) is
+            // applied where the config is loaded, with the field's path.
             let unwrapped =
-                crate::proto::unwrap_typed_struct(any, crate::proto::UnknownFields::Reject)
+                crate::proto::unwrap_typed_struct(any, crate::proto::UnknownFields::Ignore)
                     .map_err(|e| ConfigError::new(e.to_string()))?;
             return T::decode(unwrapped.message.value.as_slice())
                 .map_err(|e| ConfigError::new(format!("cannot decode {want}: {e}")));

@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::original_src::v3::OriginalSrc;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector as TlsInspectorProto;
 use envoy_types::pb::envoy::extensions::filters::network::direct_response::v3::Config as DirectResponseProto;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as HcmProto;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 
@@ -118,13 +119,20 @@ pub enum NetworkFilterConfig {
     Rbac(Box<envoy_types::pb::google::protobuf::Any>),
     /// `envoy.filters.network.direct_response`: writes fixed bytes and closes.
     DirectResponse(Bytes),
+    /// `envoy.filters.network.http_connection_manager`, decoded. It is compiled (routes,
+    /// HTTP filters, clusters checked) when the listener is built, which needs the
+    /// process's HTTP context; a compile error rejects the listener there.
+    HttpConnectionManager(Arc<HcmProto>),
 }
 
 // === impl NetworkFilterConfig ===
 
 impl NetworkFilterConfig {
     fn is_terminal(&self) -> bool {
-        matches!(self, Self::TcpProxy(_) | Self::DirectResponse(_))
+        matches!(
+            self,
+            Self::TcpProxy(_) | Self::DirectResponse(_) | Self::HttpConnectionManager(_)
+        )
     }
 }
 
@@ -452,6 +460,15 @@ fn network_filter(
                 }
             };
             Ok(NetworkFilterConfig::DirectResponse(body))
+        }
+        Some("filters.network.http_connection_manager.v3.HttpConnectionManager") => {
+            let proto: HcmProto = any::decode(any_cfg)?;
+            if proto.stat_prefix.is_empty() {
+                return Err(
+                    ConfigError::new("stat_prefix is required").at("typed_config.stat_prefix")
+                );
+            }
+            Ok(NetworkFilterConfig::HttpConnectionManager(Arc::new(proto)))
         }
         _ => Err(extension::unsupported("network filter", &f.name, &type_url)),
     }

@@ -7,11 +7,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as RouterProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter as HttpFilterProto, http_filter::ConfigType,
 };
+use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
 use super::pool::{Alpn, UpstreamProtocol};
@@ -33,6 +33,9 @@ const WASM: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wa
 #[derive(Debug, Clone, Copy)]
 pub struct AuthzRequest<'a> {
     pub request: &'a RequestView<'a>,
+    /// The request head as filters see it (headers after the HCM's own mutations; the URI
+    /// as received: use `request.path` and `request.authority` for the normalized values).
+    pub parts: &'a http::request::Parts,
     pub downstream: &'a Downstream,
     /// The trusted client address after `x-forwarded-for` processing (`remote_ip`).
     pub remote: SocketAddr,
@@ -56,7 +59,13 @@ pub trait HttpAuthorizer: Send + Sync + fmt::Debug {
 
 /// Builds RBAC filters from their configs; the HCM fails to build without one.
 pub trait RbacFactory: Send + Sync + fmt::Debug {
-    fn http_filter(&self, config: &Rbac) -> Result<Arc<dyn HttpAuthorizer>, ConfigError>;
+    /// Compiles an `envoy.extensions.filters.http.rbac.v3.RBAC` (possibly in a
+    /// TypedStruct). `stat_prefix` is the HCM's `http.<stat_prefix>.`.
+    fn http_filter(
+        &self,
+        config: &Any,
+        stat_prefix: &str,
+    ) -> Result<Arc<dyn HttpAuthorizer>, ConfigError>;
 }
 
 /// `istio.alpn`'s config: the upstream ALPN per upstream protocol.
@@ -122,13 +131,15 @@ pub enum HttpFilter {
 
 impl HttpFilter {
     /// Converts the HCM's `http_filters`. The router must be present and last.
+    /// `stat_prefix` is the HCM's `http.<stat_prefix>.`, for the filters' stats.
     pub fn chain(
         filters: &[HttpFilterProto],
         rbac: Option<&dyn RbacFactory>,
+        stat_prefix: &str,
     ) -> Result<Vec<Self>, ConfigError> {
         let mut out = Vec::with_capacity(filters.len());
         for (i, f) in filters.iter().enumerate() {
-            let filter = Self::new(f, rbac)
+            let filter = Self::new(f, rbac, stat_prefix)
                 .map_err(|e| e.at(format!("http_filters[{i}] ({:?})", f.name)))?;
             if let Some(filter) = filter {
                 out.push(filter);
@@ -157,6 +168,7 @@ impl HttpFilter {
     fn new(
         f: &HttpFilterProto,
         rbac: Option<&dyn RbacFactory>,
+        stat_prefix: &str,
     ) -> Result<Option<Self>, ConfigError> {
         if f.disabled {
             return Err(ConfigError::new(
@@ -183,14 +195,13 @@ impl HttpFilter {
                 }))
             }
             RBAC => {
-                let config: Rbac = any::decode(cfg)?;
                 let Some(factory) = rbac else {
                     return Err(ConfigError::new(
                         "envoy.filters.http.rbac cannot be enforced: no RBAC engine is available to this HTTP \
                          connection manager; refusing the config rather than skipping an authorization filter",
                     ));
                 };
-                Ok(Some(Self::Rbac(factory.http_filter(&config)?)))
+                Ok(Some(Self::Rbac(factory.http_filter(cfg, stat_prefix)?)))
             }
             ALPN => Ok(Some(Self::Alpn(alpn(cfg)?))),
             COMPRESSOR => {
@@ -289,7 +300,7 @@ mod tests {
 
     fn chain(yaml: &str, rbac: Option<&dyn RbacFactory>) -> Result<Vec<HttpFilter>, ConfigError> {
         let hcm: HttpConnectionManager = from_yaml(yaml);
-        HttpFilter::chain(&hcm.http_filters, rbac)
+        HttpFilter::chain(&hcm.http_filters, rbac, "http.s.")
     }
 
     const ISTIO_OUTBOUND: &str = r#"
@@ -382,7 +393,7 @@ http_filters:
     #[derive(Debug)]
     struct Factory;
     impl RbacFactory for Factory {
-        fn http_filter(&self, _: &Rbac) -> Result<Arc<dyn HttpAuthorizer>, ConfigError> {
+        fn http_filter(&self, _: &Any, _: &str) -> Result<Arc<dyn HttpAuthorizer>, ConfigError> {
             Ok(Arc::new(DenyAll))
         }
     }

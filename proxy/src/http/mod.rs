@@ -26,5 +26,5 @@ pub mod stats;
 pub mod stream_info;
 
 pub use filter::{AuthzDecision, AuthzRequest, HttpAuthorizer, RbacFactory};
-pub use hcm::{HttpConnectionManager, HttpContext};
+pub use hcm::{HttpConnectionManager, HttpContext, RouteSource};
 pub use rds::RdsStore;

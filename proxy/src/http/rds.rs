@@ -3,7 +3,9 @@
 //! stream (one atomic load, no lock).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -17,6 +19,16 @@ use crate::upstream::ClusterManager;
 #[derive(Debug, Default)]
 pub struct RouteSlot {
     table: ArcSwapOption<RouteTable>,
+    /// What RDS last delivered for this name, for `/config_dump`.
+    applied: ArcSwapOption<Applied>,
+}
+
+/// A route configuration as RDS delivered it.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub proto: Arc<RouteConfiguration>,
+    pub version_info: String,
+    pub last_updated: SystemTime,
 }
 
 // === impl RouteSlot ===
@@ -33,6 +45,9 @@ impl RouteSlot {
 pub struct RdsStore {
     slots: Mutex<HashMap<String, Arc<RouteSlot>>>,
     clusters: Option<Arc<ClusterManager>>,
+    /// Some connection manager was built: Envoy creates its route config provider manager
+    /// (and the route dumps of `/config_dump`) with the first one.
+    used: AtomicBool,
 }
 
 // === impl RdsStore ===
@@ -44,7 +59,18 @@ impl RdsStore {
         Arc::new(Self {
             slots: Mutex::default(),
             clusters,
+            used: AtomicBool::new(false),
         })
+    }
+
+    /// Records that a connection manager was built (with inline routes or RDS).
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any connection manager was ever built.
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::Relaxed)
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RouteSlot>>> {
@@ -71,6 +97,15 @@ impl RdsStore {
     /// Applies an RDS response: every config is compiled first; if any fails nothing
     /// changes and the error is the NACK text.
     pub fn update(&self, configs: &[RouteConfiguration]) -> Result<(), ConfigError> {
+        self.update_versioned(configs, "")
+    }
+
+    /// [`Self::update`], recording the xDS version for `/config_dump`.
+    pub fn update_versioned(
+        &self,
+        configs: &[RouteConfiguration],
+        version_info: &str,
+    ) -> Result<(), ConfigError> {
         let validation = Validation {
             clusters: self.clusters.as_deref(),
             default: false,
@@ -80,14 +115,29 @@ impl RdsStore {
             .map(|rc| RouteTable::new(rc, validation).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut slots = self.slots();
-        for t in tables {
-            slots
-                .entry(t.name.to_string())
-                .or_default()
-                .table
-                .store(Some(t));
+        let now = SystemTime::now();
+        for (t, proto) in tables.into_iter().zip(configs) {
+            let slot = slots.entry(t.name.to_string()).or_default();
+            slot.table.store(Some(t));
+            slot.applied.store(Some(Arc::new(Applied {
+                proto: Arc::new(proto.clone()),
+                version_info: version_info.to_string(),
+                last_updated: now,
+            })));
         }
         Ok(())
+    }
+
+    /// The route configurations RDS delivered and that are in place, sorted by name.
+    pub fn applied(&self) -> Vec<Arc<Applied>> {
+        let mut out: Vec<Arc<Applied>> = self
+            .slots()
+            .values()
+            .filter(|s| s.table.load().is_some())
+            .filter_map(|s| s.applied.load_full())
+            .collect();
+        out.sort_by(|a, b| a.proto.name.cmp(&b.proto.name));
+        out
     }
 
     /// Forgets route configurations (delta xDS removals); streams keep the tables they hold.
@@ -96,6 +146,7 @@ impl RdsStore {
         for n in names {
             if let Some(s) = slots.get(n) {
                 s.table.store(None);
+                s.applied.store(None);
             }
         }
     }

@@ -15,6 +15,7 @@ use crate::config::listener::{
 use crate::config::{ConfigError, Context};
 use crate::drain::Drain;
 use crate::http::access_log::AccessLogManager;
+use crate::http::{HttpConnectionManager, HttpContext};
 use crate::rbac::NetworkRbac;
 use crate::stats::{Counter, Gauge, Histogram, Store};
 use crate::tcp::TcpProxy;
@@ -86,6 +87,7 @@ impl ListenerStats {
 pub enum Terminal {
     TcpProxy(Box<TcpProxy>),
     DirectResponse(Bytes),
+    Http(HttpConnectionManager),
 }
 
 /// A filter chain in service.
@@ -109,11 +111,14 @@ pub struct ActiveChain {
 // === impl ActiveChain ===
 
 impl ActiveChain {
+    /// Builds a chain's filters. An HTTP connection manager is compiled here (it needs the
+    /// process's clusters, RDS store and RBAC engine); errors name the chain and filter.
     fn build(
         config: FilterChainConfig,
-        store: &Store,
+        http: &HttpContext,
         transport: &ChainTransport<'_>,
     ) -> Result<Self, ConfigError> {
+        let store = &http.store;
         let tls = transport.build(&config)?;
         let mut terminal = None;
         let mut rbac = Vec::new();
@@ -137,10 +142,23 @@ impl ActiveChain {
                 NetworkFilterConfig::DirectResponse(body) => {
                     terminal = Some(Terminal::DirectResponse(body.clone()));
                 }
+                NetworkFilterConfig::HttpConnectionManager(proto) => {
+                    let hcm = HttpConnectionManager::new(proto, http)
+                        .at(format!("filters[{i}].typed_config"))
+                        .at(format!("filter_chains ({:?})", &*config.name))?;
+                    terminal = Some(Terminal::Http(hcm));
+                }
             }
         }
         let terminal =
             terminal.ok_or_else(|| ConfigError::new("filter chain has no terminal filter"))?;
+        if matches!(terminal, Terminal::Http(_)) && !rbac.is_empty() {
+            // Not run in front of the HCM yet; skipping it would let denied clients through.
+            return Err(ConfigError::new(
+                "envoy.filters.network.rbac in front of an HTTP connection manager is not supported",
+            )
+            .at(format!("filter_chains ({:?})", &*config.name)));
+        }
         Ok(Self {
             config,
             terminal,
@@ -192,10 +210,27 @@ pub struct ActiveListener {
 
 impl ActiveListener {
     /// Builds a listener; chains equal to one of `previous`'s are reused as they are.
+    /// Errors name the listener, as an LDS NACK does.
     pub fn build(
         config: ListenerConfig,
         previous: Option<&ActiveListener>,
-        store: &Store,
+        http: &HttpContext,
+        tls: &TlsResources,
+        version_info: &str,
+    ) -> Result<Self, ConfigError> {
+        let http = HttpContext {
+            buffer_limit: config.per_connection_buffer_limit as usize,
+            ..http.clone()
+        };
+        let name = config.name.clone();
+        Self::build_with(config, previous, &http, tls, version_info)
+            .map_err(|e| e.at(format!("listener {:?}", &*name)))
+    }
+
+    fn build_with(
+        config: ListenerConfig,
+        previous: Option<&ActiveListener>,
+        http: &HttpContext,
         tls: &TlsResources,
         version_info: &str,
     ) -> Result<Self, ConfigError> {
@@ -206,7 +241,7 @@ impl ActiveListener {
                 .iter()
                 .chain(&config.default_chain)
                 .any(|c| matches!(c.transport, DownstreamTransport::Tls(_)))
-                .then(|| SslStats::new(&store.scope(config.stat_prefix.clone()))),
+                .then(|| SslStats::new(&http.store.scope(config.stat_prefix.clone()))),
         };
         let reuse = |cfg: &FilterChainConfig| -> Option<Arc<ActiveChain>> {
             previous?
@@ -217,11 +252,7 @@ impl ActiveListener {
         let mut build = |cfg: &FilterChainConfig| -> Result<Arc<ActiveChain>, ConfigError> {
             match reuse(cfg) {
                 Some(chain) => Ok(chain),
-                None => Ok(Arc::new(ActiveChain::build(
-                    cfg.clone(),
-                    store,
-                    &transport,
-                )?)),
+                None => Ok(Arc::new(ActiveChain::build(cfg.clone(), http, &transport)?)),
             }
         };
         let chains = config
@@ -239,7 +270,7 @@ impl ActiveListener {
             default_chain,
         )
         .map_err(|e| ConfigError::new(e.to_string()))?;
-        let stats = ListenerStats::new(store, &config.stat_prefix);
+        let stats = ListenerStats::new(&http.store, &config.stat_prefix);
         Ok(Self {
             config: Arc::new(config),
             matcher,
@@ -264,6 +295,18 @@ impl ActiveListener {
             }
         }
         Ok(())
+    }
+
+    /// Whether an HTTP connection manager of the listener still waits for its RDS route
+    /// configuration (Envoy keeps such a listener warming, not serving).
+    pub fn awaiting_routes(&self) -> bool {
+        self.all_chains().any(|c| match &c.terminal {
+            Terminal::Http(hcm) => matches!(
+                &hcm.config().routes,
+                crate::http::RouteSource::Rds(slot) if slot.current().is_none()
+            ),
+            _ => false,
+        })
     }
 
     /// Every chain, the default one included.

@@ -179,6 +179,8 @@ async fn accept_tls(
     Some((DownstreamIo::PeerExchange(Box::new(wrapped)), peer_tls))
 }
 
+/// Runs the chain's terminal filter. Draining the chain drains it gracefully (HTTP:
+/// `connection: close` / GOAWAY); the caller closes what is left when the drain time ends.
 async fn run_terminal(
     chain: &ActiveChain,
     mut io: DownstreamIo,
@@ -187,6 +189,10 @@ async fn run_terminal(
     manager: &ListenerManager,
 ) {
     match &chain.terminal {
+        Terminal::Http(hcm) => {
+            hcm.serve(io, downstream.clone(), chain.drain.draining_token())
+                .await;
+        }
         Terminal::TcpProxy(proxy) => {
             let mut report = tcp::Report::default();
             let clusters = manager.clusters();

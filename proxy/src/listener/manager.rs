@@ -4,6 +4,10 @@
 //! An update builds new listeners next to the old ones and swaps them in: new connections
 //! see the new config at once; connections on filter chains that are gone or changed drain
 //! (`--drain-time-s`), connections on unchanged chains go on untouched.
+//!
+//! A dynamic listener whose HTTP connection managers wait for their RDS route configuration
+//! warms first, as in Envoy: it is built but neither bound nor serving (a listener it
+//! replaces keeps serving) until the routes arrive or the initial fetch timeout passes.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -19,6 +23,8 @@ use super::connection;
 use super::socket::{self, BindOptions};
 use crate::config::listener::ListenerConfig;
 use crate::conn::Direction;
+use crate::http::HttpContext;
+use crate::rbac::HttpRbacFactory;
 use crate::stats::{Counter, Gauge, Store};
 use crate::upstream::ClusterManager;
 
@@ -63,7 +69,12 @@ struct Mutable {
     /// Listeners still draining after removal (name, when they stop), for the draining
     /// gauge and `/config_dump`.
     draining: Vec<Arc<ActiveListener>>,
+    /// Built listeners waiting for their route configurations, by name.
+    warming: HashMap<Arc<str>, Arc<ActiveListener>>,
 }
+
+/// How long a listener warms at most: Envoy's default RDS `initial_fetch_timeout`.
+const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What an LDS update did, and what it refused.
 #[derive(Debug, Default)]
@@ -78,8 +89,9 @@ pub struct LdsOutcome {
 /// All listeners.
 #[derive(Debug)]
 pub struct ListenerManager {
-    store: Store,
     clusters: Arc<ClusterManager>,
+    /// What HTTP connection managers share (and its stats store).
+    http: HttpContext,
     table: ArcSwap<Table>,
     state: Mutex<Mutable>,
     stats: ManagerStats,
@@ -89,7 +101,18 @@ pub struct ListenerManager {
 // === impl ListenerManager ===
 
 impl ListenerManager {
+    /// A manager whose HTTP connection managers share fresh pools and RDS store, with the
+    /// RBAC engine for `envoy.filters.http.rbac`.
     pub fn new(store: Store, clusters: Arc<ClusterManager>, drain_time: Duration) -> Arc<Self> {
+        let mut http = HttpContext::new(clusters.clone(), store.clone());
+        http.rbac = Some(HttpRbacFactory::new(store.clone()));
+        Self::with_http(http, drain_time)
+    }
+
+    /// A manager with the given HTTP context (its store and clusters are the manager's).
+    pub fn with_http(http: HttpContext, drain_time: Duration) -> Arc<Self> {
+        let store = http.store.clone();
+        let clusters = http.clusters.clone();
         let s = store.scope("listener_manager.");
         let stats = ManagerStats {
             listener_added: s.counter("listener_added"),
@@ -109,8 +132,8 @@ impl ListenerManager {
         stats.total_listeners_warming.set(0);
         stats.total_listeners_draining.set(0);
         Arc::new(Self {
-            store,
             clusters,
+            http,
             table: ArcSwap::from_pointee(Table::default()),
             state: Mutex::default(),
             stats,
@@ -124,6 +147,11 @@ impl ListenerManager {
 
     pub fn clusters(&self) -> &ClusterManager {
         &self.clusters
+    }
+
+    /// What the HTTP connection managers share; its RDS store is what RDS feeds.
+    pub fn http(&self) -> &HttpContext {
+        &self.http
     }
 
     pub fn drain_time(&self) -> Duration {
@@ -166,15 +194,21 @@ impl ListenerManager {
 
     /// Adds the bootstrap's listeners. Any error is fatal, as in Envoy.
     pub fn add_static(self: &Arc<Self>, configs: Vec<ListenerConfig>) -> Result<(), String> {
+        // Envoy keeps the first static listener of a name and drops later ones.
         let mut seen = HashSet::new();
-        for c in &configs {
-            if !seen.insert(c.name.to_string()) {
-                return Err(format!(
-                    "error adding listener: duplicate listener '{}'",
-                    c.name
-                ));
-            }
-        }
+        let configs: Vec<ListenerConfig> = configs
+            .into_iter()
+            .filter(|c| {
+                let first = seen.insert(c.name.to_string());
+                if !first {
+                    tracing::warn!(
+                        "static listener '{}' is defined more than once; using the first",
+                        c.name
+                    );
+                }
+                first
+            })
+            .collect();
         let outcome = self.update(configs, &[], false, "", true);
         match outcome.rejected.first() {
             Some((name, reason)) => Err(format!("error adding listener '{name}': {reason}")),
@@ -224,16 +258,20 @@ impl ListenerManager {
                 continue;
             }
             let previous = old.by_name.get(name.as_str());
+            // A newer version replaces one still warming.
+            self.state().warming.remove(name.as_str());
             if previous.is_some_and(|p| p.config.proto == cfg.proto) {
                 continue;
             }
-            match self.install(cfg, previous, &mut table, version_info) {
-                Ok(()) => {
+            match self.install(cfg, previous, &mut table, version_info, is_static) {
+                Ok(warming) => {
                     self.stats.listener_create_success.inc();
                     if let Some(p) = previous {
                         self.stats.listener_modified.inc();
                         outcome.modified.push(name.clone());
-                        retired.push(p.clone());
+                        if !warming {
+                            retired.push(p.clone());
+                        }
                     } else {
                         self.stats.listener_added.inc();
                         outcome.added.push(name.clone());
@@ -249,15 +287,17 @@ impl ListenerManager {
             }
         }
 
+        let is_gone = |name: &str| {
+            !statics.contains(name)
+                && (removed.iter().any(|r| r == name) || (complete && !listed.contains(name)))
+        };
         let gone: Vec<Arc<ActiveListener>> = table
             .by_name
             .values()
-            .filter(|l| !statics.contains(l.name()))
-            .filter(|l| {
-                removed.iter().any(|r| r == l.name()) || (complete && !listed.contains(l.name()))
-            })
+            .filter(|l| is_gone(l.name()))
             .cloned()
             .collect();
+        self.state().warming.retain(|name, _| !is_gone(name));
         for l in gone {
             table.by_name.remove(l.name());
             table.by_address.retain(|_, owner| !Arc::ptr_eq(owner, &l));
@@ -273,14 +313,16 @@ impl ListenerManager {
         outcome
     }
 
-    /// Builds and binds one listener into `table`.
+    /// Builds one listener and binds it into `table`, or, when it is dynamic and waits for
+    /// route configurations, keeps it warming. Returns whether it is warming.
     fn install(
         self: &Arc<Self>,
         cfg: ListenerConfig,
         previous: Option<&Arc<ActiveListener>>,
         table: &mut Table,
         version_info: &str,
-    ) -> Result<(), String> {
+        is_static: bool,
+    ) -> Result<bool, String> {
         if let Some(p) = previous
             && p.config.addresses().collect::<Vec<_>>() != cfg.addresses().collect::<Vec<_>>()
         {
@@ -303,12 +345,26 @@ impl ListenerManager {
         let active = ActiveListener::build(
             cfg,
             previous.map(|p| &**p),
-            &self.store,
+            &self.http,
             self.clusters.tls(),
             version_info,
         )
         .map_err(|e| e.to_string())?;
         let active = Arc::new(active);
+        if !is_static && active.awaiting_routes() {
+            self.warm(active);
+            return Ok(true);
+        }
+        self.activate(active, table)?;
+        Ok(false)
+    }
+
+    /// Binds a built listener and puts it into `table`.
+    fn activate(
+        self: &Arc<Self>,
+        active: Arc<ActiveListener>,
+        table: &mut Table,
+    ) -> Result<(), String> {
         if active.config.bind_to_port {
             for addr in active.config.addresses() {
                 self.bind(addr, &active)?;
@@ -321,6 +377,83 @@ impl ListenerManager {
             table.by_address.insert(addr, active.clone());
         }
         Ok(())
+    }
+
+    /// Keeps a listener warming until its routes arrive ([`Self::routes_updated`]) or the
+    /// warming timeout passes.
+    fn warm(self: &Arc<Self>, active: Arc<ActiveListener>) {
+        tracing::info!(
+            listener = active.name(),
+            "warming: waiting for route configurations"
+        );
+        let name = active.config.name.clone();
+        let weak = Arc::downgrade(&active);
+        self.state().warming.insert(name.clone(), active);
+        let Ok(rt) = Handle::try_current() else {
+            return;
+        };
+        let manager = Arc::downgrade(self);
+        rt.spawn(async move {
+            tokio::time::sleep(WARMING_TIMEOUT).await;
+            if let (Some(manager), Some(listener)) = (manager.upgrade(), weak.upgrade()) {
+                // Only if it is still this version that warms (not served or replaced yet).
+                let activated = manager.finish_warming(|l| Arc::ptr_eq(l, &listener));
+                if activated > 0 {
+                    tracing::warn!(
+                        listener = &*name,
+                        "routes did not arrive within {WARMING_TIMEOUT:?}; serving without them"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Listeners built but waiting for their route configurations, by name.
+    pub fn warming(&self) -> Vec<Arc<ActiveListener>> {
+        let mut out: Vec<_> = self.state().warming.values().cloned().collect();
+        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out
+    }
+
+    /// Starts serving the warming listeners whose route configurations have all arrived
+    /// (RDS calls this after each update).
+    pub fn routes_updated(self: &Arc<Self>) {
+        self.finish_warming(|l| !l.awaiting_routes());
+    }
+
+    /// Serves the warming listeners `ready` picks; returns how many.
+    fn finish_warming(self: &Arc<Self>, ready: impl Fn(&Arc<ActiveListener>) -> bool) -> usize {
+        let done: Vec<Arc<ActiveListener>> = {
+            let mut state = self.state();
+            let names: Vec<Arc<str>> = state
+                .warming
+                .iter()
+                .filter(|(_, l)| ready(l))
+                .map(|(n, _)| n.clone())
+                .collect();
+            names
+                .iter()
+                .filter_map(|n| state.warming.remove(n))
+                .collect()
+        };
+        if done.is_empty() {
+            return 0;
+        }
+        let count = done.len();
+        let mut table = (*self.table.load_full()).clone();
+        let mut retired = Vec::new();
+        for l in done {
+            let previous = table.by_name.get(l.name()).cloned();
+            let name = l.name().to_string();
+            match self.activate(l, &mut table) {
+                Ok(()) => retired.extend(previous),
+                Err(e) => tracing::error!(listener = &*name, "cannot start a warmed listener: {e}"),
+            }
+        }
+        self.table.store(Arc::new(table));
+        self.retire(retired);
+        self.update_gauges();
+        count
     }
 
     /// Binds `addr` for `listener` unless it already owns it; starts accepting if workers run.
@@ -522,7 +655,8 @@ impl ListenerManager {
         self.stats
             .total_listeners_active
             .set(table.by_name.len() as u64);
-        self.stats.total_listeners_warming.set(0);
+        let warming = self.state().warming.len() as u64;
+        self.stats.total_listeners_warming.set(warming);
         let draining = self.state().draining.len() as u64;
         self.stats.total_listeners_draining.set(draining);
     }

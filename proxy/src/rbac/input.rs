@@ -15,6 +15,10 @@ pub struct Input<'a> {
     request: Option<&'a http::request::Parts>,
     remote: Option<IpAddr>,
     metadata: Option<&'a Metadata>,
+    /// `:path` and `:authority` as the connection manager settled them, when they differ
+    /// from the request head's URI (normalized path; HTTP/1 `host`).
+    path: Option<&'a str>,
+    authority: Option<&'a str>,
 }
 
 /// Which request header a header matcher reads. Envoy's pseudo-headers come from the
@@ -50,6 +54,8 @@ impl<'a> Input<'a> {
             request: None,
             remote: None,
             metadata: None,
+            path: None,
+            authority: None,
         }
     }
 
@@ -67,6 +73,14 @@ impl<'a> Input<'a> {
     /// `x-forwarded-for` when its config says so. Without it, `remote_ip` is the peer.
     pub fn with_remote(mut self, remote: IpAddr) -> Self {
         self.remote = Some(remote);
+        self
+    }
+
+    /// The request's `:path` (query included) and `:authority` as the connection manager
+    /// hands them to filters, overriding the head's URI.
+    pub fn with_request_line(mut self, path: &'a str, authority: &'a str) -> Self {
+        self.path = Some(path);
+        self.authority = Some(authority);
         self
     }
 
@@ -103,7 +117,11 @@ impl<'a> Input<'a> {
 
     /// The whole `:path`, as `uri_template` sees it before stripping the query.
     pub(crate) fn path(&self) -> Option<&'a str> {
-        self.request?.uri.path_and_query().map(|p| p.as_str())
+        let request = self.request?;
+        if let Some(p) = self.path {
+            return Some(p);
+        }
+        request.uri.path_and_query().map(|p| p.as_str())
     }
 
     /// The values of a header; a request-less input has none.
@@ -115,6 +133,7 @@ impl<'a> Input<'a> {
         match key {
             HeaderKey::Method => Values::One(req.method.as_str().as_bytes()),
             HeaderKey::Path => one(self.path()),
+            HeaderKey::Authority if self.authority.is_some() => one(self.authority),
             HeaderKey::Authority => match req.uri.authority() {
                 Some(a) => Values::One(a.as_str().as_bytes()),
                 None => all(req.headers.get_all(HOST)),

@@ -14,7 +14,8 @@
 //!   head, the remote address the connection manager settled on, dynamic metadata;
 //! - [`NetworkRbac`]: the network filter, decided on the first data of a connection;
 //! - [`HttpRbac`] and [`HttpRbacPerRoute`]: the HTTP filter and its per-route override, with
-//!   the `403 RBAC: access denied` local reply;
+//!   the `403 RBAC: access denied` local reply; [`HttpRbacFactory`] plugs them into the
+//!   HTTP connection manager;
 //! - [`RbacStats`]: Envoy's `rbac.allowed`, `rbac.denied`, `rbac.shadow_allowed` and
 //!   `rbac.shadow_denied` counters under Envoy's names.
 //!
@@ -25,6 +26,7 @@ mod cidr;
 mod compile;
 mod engine;
 mod error;
+mod hcm;
 mod header;
 mod http_filter;
 mod input;
@@ -41,6 +43,7 @@ use prost::{Message, Name};
 
 pub use engine::{Action, Decision, Engine};
 pub use error::RbacError;
+pub use hcm::HttpRbacFactory;
 pub use http_filter::{
     ACCESS_DENIED_BODY, HTTP_FILTER_NAME, HttpRbac, HttpRbacPerRoute, HttpVerdict, LocalReply,
 };

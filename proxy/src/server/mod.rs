@@ -236,6 +236,51 @@ fn static_listeners(bootstrap: &Bootstrap) -> Result<Vec<ListenerConfig>, StartE
         .collect()
 }
 
+/// What `--mode validate` checks beyond the proto level, as Envoy's validation server does:
+/// the static clusters and listeners convert and build (filter chains, matchers), and
+/// names are unique. Nothing is bound or connected.
+pub fn check_static(bootstrap: &Bootstrap) -> Result<(), String> {
+    // A runtime of its own: DNS clusters start resolving when added (and stop with it).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async { check_static_in(bootstrap) })
+}
+
+fn check_static_in(bootstrap: &Bootstrap) -> Result<(), String> {
+    let store = Store::new(None).map_err(|e| e.to_string())?;
+    // TLS contexts bind to the bootstrap's secrets, as in serve mode.
+    let tls = TlsResources::default();
+    if let Some(sr) = &bootstrap.static_resources {
+        tls.secrets
+            .add_static(&sr.secrets)
+            .map_err(|e| format!("static_resources.{e}"))?;
+    }
+    let clusters = ClusterManager::with_tls(store.clone(), tls.clone());
+    // Duplicate names are refused here, as Envoy's cluster manager does.
+    clusters.add_static(static_clusters(bootstrap).map_err(|e| e.to_string())?)?;
+    // HTTP connection managers check their routes' clusters against these.
+    let listeners = ListenerManager::new(store, clusters, Duration::ZERO);
+    let mut names = std::collections::HashSet::new();
+    for (i, l) in static_listeners(bootstrap)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .enumerate()
+    {
+        // Envoy keeps the first listener of a name (see ListenerManager::add_static).
+        if !names.insert(l.name.clone()) {
+            continue;
+        }
+        let name = l.name.clone();
+        crate::listener::active::ActiveListener::build(l, None, listeners.http(), &tls, "")
+            .map_err(|e| {
+                format!("static_resources.listeners[{i}]: error adding listener '{name}': {e}")
+            })?;
+    }
+    Ok(())
+}
+
 /// Connects ADS if the bootstrap configures it; its stats join the store.
 fn start_xds(shared: &Arc<Shared>) -> Result<Option<xds_client::ClientHandle>, StartError> {
     let has_ads = shared
@@ -260,6 +305,8 @@ fn start_xds(shared: &Arc<Shared>) -> Result<Option<xds_client::ClientHandle>, S
         sds: shared.sds.clone(),
         client: handle.clone(),
     };
+    // Bootstrap listeners may use RDS too.
+    handler.subscribe_routes();
     tokio::spawn(client.run(handler));
     Ok(Some(handle))
 }

@@ -2,7 +2,10 @@
 //!
 //! Each resource is converted on its own; a bad one is rejected by name while the others are
 //! applied (Envoy's partial acceptance) and the previous version of the bad one keeps
-//! serving. After CDS the EDS subscriptions follow the clusters that need endpoints.
+//! serving. After CDS the EDS subscriptions follow the clusters that need endpoints; after
+//! LDS the RDS subscriptions follow the route configuration names live HTTP connection
+//! managers use. Route configurations replace a name's table atomically: connections keep
+//! running and their next stream sees the new routes.
 
 use std::sync::Arc;
 
@@ -32,13 +35,11 @@ impl xds_client::Handler for XdsHandler {
             ResourceType::Cluster => self.clusters_update(&update),
             ResourceType::ClusterLoadAssignment => self.endpoints_update(&update),
             ResourceType::Listener => self.listeners_update(&update),
+            ResourceType::RouteConfiguration => self.routes_update(&update),
             ResourceType::Secret => super::sds::SecretHandler {
                 secrets: self.clusters.tls().secrets.clone(),
             }
             .apply(&update),
-            other => Err(Rejection::update(format!(
-                "{other:?} resources are not supported by this proxy yet"
-            ))),
         };
         if let Err(rejection) = &result {
             tracing::warn!(
@@ -134,6 +135,47 @@ impl XdsHandler {
                 .rejected
                 .into_iter()
                 .map(|(name, reason)| RejectedResource { name, reason }),
+        );
+        self.subscribe_routes();
+        verdict(rejected)
+    }
+
+    /// Asks for the route configurations live HTTP connection managers use.
+    pub fn subscribe_routes(&self) {
+        let rds = &self.listeners.http().rds;
+        rds.prune();
+        if let Err(e) = self
+            .client
+            .set_subscriptions(ResourceType::RouteConfiguration, rds.names())
+        {
+            tracing::error!("cannot subscribe to route configurations: {e}");
+        }
+    }
+
+    /// Each route configuration is compiled on its own: a bad one is NACKed by name and its
+    /// previous table keeps serving.
+    fn routes_update(&self, update: &Update) -> Result<(), Rejection> {
+        let rds = &self.listeners.http().rds;
+        let mut rejected = Vec::new();
+        let mut accepted = 0;
+        for r in &update.resources {
+            let Resource::RouteConfiguration(rc) = &r.resource else {
+                continue;
+            };
+            match rds.update_versioned(std::slice::from_ref(&**rc), &update.version_info) {
+                Ok(()) => accepted += 1,
+                Err(e) => rejected.push(reject(&r.name, e.at(format!("route {:?}", r.name)))),
+            }
+        }
+        if !update.removed.is_empty() {
+            rds.remove(&update.removed);
+        }
+        self.listeners.routes_updated();
+        tracing::info!(
+            "rds: version {:?}: {accepted} accepted, {} removed, {} rejected",
+            update.version_info,
+            update.removed.len(),
+            rejected.len()
         );
         verdict(rejected)
     }

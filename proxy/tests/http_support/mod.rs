@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy::config::cluster::ClusterConfig;
-use proxy::conn::Downstream;
+use proxy::conn::{Downstream, PeerTls};
 use proxy::http::{HttpConnectionManager, HttpContext};
 use proxy::io::{DownstreamIo, Prefixed};
 use proxy::proto::{Format, UnknownFields, decode};
@@ -270,11 +270,21 @@ impl Proxy {
     }
 
     pub async fn serve(ctx: HttpContext, hcm: HttpConnectionManager) -> Self {
+        Self::serve_as(ctx, hcm, None).await
+    }
+
+    /// Serves connections as if TLS had been terminated with this result (peer certificate
+    /// included), for what RBAC and XFCC read.
+    pub async fn serve_as(
+        ctx: HttpContext,
+        hcm: HttpConnectionManager,
+        tls: Option<Arc<PeerTls>>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let drain = CancellationToken::new();
         let stop = CancellationToken::new();
-        let (h, d, s) = (hcm.clone(), drain.clone(), stop.clone());
+        let (h, d, s, tls) = (hcm.clone(), drain.clone(), stop.clone(), tls);
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -288,7 +298,7 @@ impl Proxy {
                     direction: Default::default(),
                     filter_chain: Arc::from("chain"),
                     requested_server_name: None,
-                    tls: None,
+                    tls: tls.clone(),
                     original_src_mark: None,
                 };
                 let (h, d) = (h.clone(), d.clone());

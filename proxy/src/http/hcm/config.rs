@@ -126,6 +126,7 @@ impl HcmConfig {
                 );
             }
         };
+        ctx.rds.mark_used();
         let routes = match &p.route_specifier {
             Some(RouteSpecifier::RouteConfig(rc)) => {
                 RouteSource::Static(Arc::new(RouteTable::new(
@@ -147,7 +148,11 @@ impl HcmConfig {
             }
             None => return Err(ConfigError::new("route_config or rds is required")),
         };
-        let filters = HttpFilter::chain(&p.http_filters, ctx.rbac.as_deref())?;
+        let filters = HttpFilter::chain(
+            &p.http_filters,
+            ctx.rbac.as_deref(),
+            &format!("http.{}.", p.stat_prefix),
+        )?;
         let mut access_logs = Vec::new();
         for (i, log) in p.access_log.iter().enumerate() {
             if let Some(l) = AccessLog::new(log, &ctx.access_logs).at(format!("access_log[{i}]"))? {

@@ -399,6 +399,7 @@ impl Conn {
                 HttpFilter::Rbac(authz) => {
                     let decision = authz.authorize(&AuthzRequest {
                         request: &view,
+                        parts: &p.parts,
                         downstream: &self.downstream,
                         remote: p.classified.remote,
                     });
