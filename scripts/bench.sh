@@ -14,4 +14,6 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -p proxy -p benches --bin proxy --bin loadtest
 target=${CARGO_TARGET_DIR:-target}
+# C1k opens 1,000 connections: two sockets each in the harness, two in each proxy.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec "$target/release/loadtest" --ours "$target/release/proxy" "$@"

@@ -21,6 +21,12 @@ pub enum Work {
         /// Message size in bytes.
         size: usize,
     },
+    /// One echo per connection, then hold the connection open, idle, until the end: for
+    /// memory per open connection.
+    EchoHold {
+        /// Message size in bytes.
+        size: usize,
+    },
     /// As `Echo`, on a new TCP connection each time (connect, exchange, close).
     EchoNewConn {
         /// Message size in bytes.
@@ -210,6 +216,10 @@ async fn connection(
                 out.bytes += bytes;
                 let ns = due.elapsed().as_nanos().max(1) as u64;
                 let _ = out.latency.record(ns);
+                if matches!(work, Work::EchoHold { .. }) {
+                    tokio::time::sleep_until(deadline.into()).await;
+                    break;
+                }
             }
             Err(e) => {
                 conn = None;
@@ -236,12 +246,12 @@ struct Scratch {
 impl Scratch {
     fn new(work: &Work) -> Self {
         let size = match *work {
-            Work::Echo { size } | Work::EchoNewConn { size } => size,
+            Work::Echo { size } | Work::EchoHold { size } | Work::EchoNewConn { size } => size,
             _ => 0,
         };
         Self {
             send: (0..size).map(|i| (i % 251) as u8).collect(),
-            recv: vec![0u8; (size.max(64 * 1024)).min(1 << 20)],
+            recv: vec![0u8; size.clamp(64 * 1024, 1 << 20)],
         }
     }
 }
@@ -264,7 +274,7 @@ async fn one(
     scratch: &mut Scratch,
 ) -> std::io::Result<u64> {
     match work {
-        Work::Echo { size } => {
+        Work::Echo { size } | Work::EchoHold { size } => {
             if conn.is_none() {
                 *conn = Some(Conn::Tcp(connect(target).await?));
             }

@@ -74,7 +74,7 @@ fn free_port() -> std::io::Result<u16> {
 /// The backend a workload talks to.
 fn backend(work: Work, up: &Upstreams) -> SocketAddr {
     match work {
-        Work::Echo { .. } | Work::EchoNewConn { .. } => up.echo,
+        Work::Echo { .. } | Work::EchoHold { .. } | Work::EchoNewConn { .. } => up.echo,
         Work::Bulk { .. } => up.bulk,
         Work::Http1 { .. } | Work::Http2 { .. } => up.http,
     }

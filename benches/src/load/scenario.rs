@@ -85,6 +85,7 @@ const fn bulk(mut sc: Scenario) -> Scenario {
 }
 
 const ECHO: Work = Work::Echo { size: ECHO_SIZE };
+const HOLD: Work = Work::EchoHold { size: ECHO_SIZE };
 const ECHO_NEW: Work = Work::EchoNewConn { size: ECHO_SIZE };
 const BULK: Work = Work::Bulk { bytes: BULK_BYTES };
 const H1: Work = Work::Http1 {
@@ -189,6 +190,20 @@ pub const ALL: &[Scenario] = &[
         0,
     ),
     bulk(s("S5", "10 MiB transfers through S3", TCP_MTLS, BULK, 1)),
+    s(
+        "C1k",
+        "1,000 open idle connections through one tcp_proxy hop (RSS)",
+        Topology::OneHopTcp,
+        HOLD,
+        1000,
+    ),
+    s(
+        "C1k-mtls",
+        "1,000 open idle connections through the S3 pair (RSS)",
+        TCP_MTLS,
+        HOLD,
+        1000,
+    ),
     l(
         "L0t",
         "direct TCP echo at a fixed rate",

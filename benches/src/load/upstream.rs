@@ -52,8 +52,8 @@ pub fn start(http_body: usize) -> std::io::Result<Upstreams> {
                 })();
                 let _ = tx.send(addrs);
                 tokio::join!(
-                    serve(echo, |s| echo_conn(s)),
-                    serve(bulk, |s| bulk_conn(s)),
+                    serve(echo, echo_conn),
+                    serve(bulk, bulk_conn),
                     serve(http, move |s| http_conn(s, http_body)),
                 );
             });
