@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::client::Work;
 use super::run::Measured;
 use super::scenario::{Scenario, Unit};
 
@@ -46,7 +47,15 @@ fn rows(sc: &Scenario) -> Vec<Row> {
         value,
         digits,
     };
-    if !sc.fixed_rate {
+    if matches!(sc.work, Work::EchoHold { .. }) {
+        // Only memory matters here; say how many connections were really held open.
+        rows.push(row(
+            "connections opened",
+            Better::Neither,
+            |m, _| Some(m.outcome.requests as f64),
+            0,
+        ));
+    } else if !sc.fixed_rate {
         match sc.unit {
             Unit::Requests => {
                 rows.push(row(
