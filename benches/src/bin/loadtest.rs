@@ -118,6 +118,8 @@ fn pin_self(cpus: &str) -> Result<String, String> {
 fn real_main() -> Result<std::process::ExitCode, String> {
     let args = Args::parse();
     let scenarios = select(&args.only)?;
+    // Before pinning, which would make it count only the harness's CPUs.
+    let machine = machine();
     let harness_cpus = match &args.pin {
         Some(cpus) => Some(pin_self(cpus)?),
         None => None,
@@ -195,7 +197,6 @@ fn real_main() -> Result<std::process::ExitCode, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let machine = machine();
     let header = format!(
         "## Load test: ours / Envoy\n\n\
          {machine}; ours `{}`, Envoy `{}` ({}). Each proxy `--concurrency 1`, no access log; \
