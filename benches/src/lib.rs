@@ -1,3 +1,5 @@
-//! Benchmarks live in `benches/`; the load harness against Envoy arrives with the benches
-//! issue.
+//! Criterion micro-benchmarks live in `benches/`; the load harness against Envoy (the
+//! `loadtest` binary) in [`load`].
 #![forbid(unsafe_code)]
+
+pub mod load;
