@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
         let cut = usize::from(cut) * data.len() / 256;
         let prefix = http_inspector::inspect(&data[..cut]);
         if prefix != HttpInspection::NeedMoreData {
-            assert_ne!(verdict, HttpInspection::NeedMoreData, "prefix decided: {prefix:?}");
+            assert_ne!(
+                verdict,
+                HttpInspection::NeedMoreData,
+                "prefix decided: {prefix:?}"
+            );
         }
     }
 });

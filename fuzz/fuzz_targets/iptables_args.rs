@@ -22,7 +22,10 @@ impl System for Stub {
         Ok(self.ipv6)
     }
     fn nameservers(&self) -> Result<Vec<DnsServer>, String> {
-        ["10.96.0.10", "fd00::10"].iter().map(|s| s.parse()).collect()
+        ["10.96.0.10", "fd00::10"]
+            .iter()
+            .map(|s| s.parse())
+            .collect()
     }
     fn uid_of(&self, user: &str) -> Option<u32> {
         (user == "istio-proxy").then_some(1337)

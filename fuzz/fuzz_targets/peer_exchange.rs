@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
             // What we decoded re-encodes and decodes to the same thing.
             let frame = codec::encode(peer.id.as_deref().unwrap_or(""), &peer.metadata);
             match codec::decode(&frame) {
-                Decode::Done { consumed, peer: again } => {
+                Decode::Done {
+                    consumed,
+                    peer: again,
+                } => {
                     assert_eq!(consumed, frame.len());
                     assert_eq!(again.metadata, peer.metadata);
                 }

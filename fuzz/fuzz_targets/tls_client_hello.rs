@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some((&cut, _)) = data.split_first() {
         let cut = usize::from(cut) * data.len() / 256;
         if check(&inspector, &data[..cut]) {
-            assert!(decided, "a prefix was decided but the whole input needs more data");
+            assert!(
+                decided,
+                "a prefix was decided but the whole input needs more data"
+            );
         }
     }
 });

@@ -52,7 +52,9 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             // EDS for a DNS cluster: host names allowed.
-            if let Ok(Resource::ClusterLoadAssignment(cla)) = decode(ResourceType::ClusterLoadAssignment, bytes) {
+            if let Ok(Resource::ClusterLoadAssignment(cla)) =
+                decode(ResourceType::ClusterLoadAssignment, bytes)
+            {
                 let _ = endpoints_from_assignment(&cla, true);
             }
         }
@@ -100,7 +102,9 @@ fn resource(resource_type: ResourceType, bytes: &[u8]) {
     }
 }
 
-fn refers_outside(s: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret) -> bool {
+fn refers_outside(
+    s: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+) -> bool {
     use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
     let outside = |ds: &Option<envoy_types::pb::envoy::config::core::v3::DataSource>| {

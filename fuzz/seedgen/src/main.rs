@@ -61,9 +61,10 @@ impl Out {
 
 fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let root = std::env::args_os()
-        .nth(1)
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"), PathBuf::from);
+    let root = std::env::args_os().nth(1).map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus"),
+        PathBuf::from,
+    );
     let mut out = Out { root, count: 0 };
     xds(&mut out);
     bootstraps(&mut out, &repo);
@@ -120,10 +121,17 @@ fn xds(out: &mut Out) {
 
 /// The TLS contexts and RBAC filters inside a listener.
 fn listener_parts(out: &mut Out, l: &Listener) {
-    for fc in l.filter_chains.iter().chain(l.default_filter_chain.as_ref()) {
+    for fc in l
+        .filter_chains
+        .iter()
+        .chain(l.default_filter_chain.as_ref())
+    {
         if let Some(ts) = &fc.transport_socket
-            && let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
-                &ts.config_type
+            && let Some(
+                envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                    any,
+                ),
+            ) = &ts.config_type
             && any.type_url == DOWNSTREAM_TLS
         {
             out.put_with("xds_resource", 5, &any.value);
@@ -156,13 +164,17 @@ fn network_filter(out: &mut Out, f: &Filter) {
 }
 
 fn cluster_parts(out: &mut Out, c: &Cluster) {
-    let sockets = c
-        .transport_socket
-        .iter()
-        .chain(c.transport_socket_matches.iter().filter_map(|m| m.transport_socket.as_ref()));
+    let sockets = c.transport_socket.iter().chain(
+        c.transport_socket_matches
+            .iter()
+            .filter_map(|m| m.transport_socket.as_ref()),
+    );
     for ts in sockets {
-        if let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(any)) =
-            &ts.config_type
+        if let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = &ts.config_type
             && any.type_url == UPSTREAM_TLS
         {
             out.put_with("xds_resource", 6, &any.value);
@@ -256,7 +268,10 @@ fn inline(s: &str) -> Option<DataSource> {
 fn secrets(out: &mut Out) {
     let ca = Ca::new().unwrap();
     let cert = ca
-        .issue("spiffe://cluster.local/ns/ns/sa/sa", std::time::Duration::from_secs(3600))
+        .issue(
+            "spiffe://cluster.local/ns/ns/sa/sa",
+            std::time::Duration::from_secs(3600),
+        )
         .unwrap();
     let tls = Secret {
         name: "default".into(),
@@ -268,10 +283,12 @@ fn secrets(out: &mut Out) {
     };
     let root = Secret {
         name: "ROOTCA".into(),
-        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(ca.root_pem()),
-            ..Default::default()
-        })),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: inline(ca.root_pem()),
+                ..Default::default()
+            },
+        )),
     };
     out.put_with("xds_resource", 4, &tls.encode_to_vec());
     out.put_with("xds_resource", 4, &root.encode_to_vec());
@@ -285,7 +302,12 @@ fn client_hellos(out: &mut Out) {
     let alpns: [&[&[u8]]; 4] = [
         &[],
         &[b"h2", b"http/1.1"],
-        &[b"istio-peer-exchange", b"istio-http/1.1", b"istio", b"http/1.1"],
+        &[
+            b"istio-peer-exchange",
+            b"istio-http/1.1",
+            b"istio",
+            b"http/1.1",
+        ],
         &[b"istio", b"h2"],
     ];
     let versions: [&[&rustls::SupportedProtocolVersion]; 3] = [
@@ -327,9 +349,11 @@ fn client_hellos(out: &mut Out) {
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("split.example").unwrap())
-            .unwrap();
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(cfg),
+        ServerName::try_from("split.example").unwrap(),
+    )
+    .unwrap();
     let mut hello = Vec::new();
     conn.write_tls(&mut hello).unwrap();
     let body = &hello[5..];
@@ -344,10 +368,12 @@ fn client_hellos(out: &mut Out) {
     // An SSLv2-compatible ClientHello (TLS 1.0) and plaintext.
     out.put(
         "tls_client_hello",
-        &[0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x2f, 0x00,
-          0x00, 0x35, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x05, 0x00, 0x00, 0x04, 0x01, 0x00, 0x80,
-          0x00, 0x00, 0xff, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b,
-          0x0c, 0x0d, 0x0e, 0x0f, 0x10],
+        &[
+            0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x2f,
+            0x00, 0x00, 0x35, 0x00, 0x00, 0x0a, 0x00, 0x00, 0x05, 0x00, 0x00, 0x04, 0x01, 0x00,
+            0x80, 0x00, 0x00, 0xff, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a,
+            0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10,
+        ],
     );
     out.put("tls_client_hello", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
 }
@@ -379,21 +405,36 @@ fn peer_exchange(out: &mut Out) {
     let mut labels = Struct::default();
     labels.fields.insert("app".into(), string("httpbin"));
     labels.fields.insert("version".into(), string("v1"));
-    labels.fields.insert("service.istio.io/canonical-name".into(), string("httpbin"));
+    labels
+        .fields
+        .insert("service.istio.io/canonical-name".into(), string("httpbin"));
     let mut md = Struct::default();
-    md.fields.insert("NAME".into(), string("httpbin-5c5f8d9d4-abcde"));
+    md.fields
+        .insert("NAME".into(), string("httpbin-5c5f8d9d4-abcde"));
     md.fields.insert("NAMESPACE".into(), string("full"));
     md.fields.insert("WORKLOAD_NAME".into(), string("httpbin"));
     md.fields.insert("CLUSTER_ID".into(), string("Kubernetes"));
     md.fields.insert("MESH_ID".into(), string("cluster.local"));
     md.fields.insert("ISTIO_VERSION".into(), string("1.24.0"));
-    md.fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
+    md.fields.insert(
+        "LABELS".into(),
+        Value {
+            kind: Some(Kind::StructValue(labels)),
+        },
+    );
     md.fields.insert(
         "PLATFORM_METADATA".into(),
         Value {
-            kind: Some(Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
-                values: vec![string("a"), Value { kind: Some(Kind::NumberValue(1.5)) }],
-            })),
+            kind: Some(Kind::ListValue(
+                envoy_types::pb::google::protobuf::ListValue {
+                    values: vec![
+                        string("a"),
+                        Value {
+                            kind: Some(Kind::NumberValue(1.5)),
+                        },
+                    ],
+                },
+            )),
         },
     );
     let id = "sidecar~10.0.0.1~httpbin-5c5f8d9d4-abcde.full~full.svc.cluster.local";
@@ -417,18 +458,80 @@ fn peer_exchange(out: &mut Out) {
 
 /// iptables-init's golden flag sets (iptables-init/tests/golden.rs) and env-driven runs.
 fn iptables(out: &mut Out) {
-    let base = ["-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15090,15021,15020"];
+    let base = [
+        "-p",
+        "15001",
+        "-z",
+        "15006",
+        "-u",
+        "1337",
+        "-m",
+        "REDIRECT",
+        "-i",
+        "*",
+        "-x",
+        "",
+        "-b",
+        "*",
+        "-d",
+        "15090,15021,15020",
+    ];
     let sets: Vec<Vec<&str>> = vec![
         base.to_vec(),
-        ["istio-iptables"].iter().chain(base.iter()).copied().collect(),
+        ["istio-iptables"]
+            .iter()
+            .chain(base.iter())
+            .copied()
+            .collect(),
         [&base[..], &["-n"]].concat(),
         [&base[..], &["-k", "eth1,eth2"]].concat(),
         [&base[..], &["-m", "TPROXY"]].concat(),
         [&base[..], &["--redirect-dns", "-g", "1,2", "-u", "3,4"]].concat(),
         [&base[..], &["--drop-invalid"]].concat(),
-        [&base[..], &["-x", "10.0.0.0/8,fd00::/8", "-i", "10.96.0.0/12,2001:db8::/32"]].concat(),
-        [&base[..], &["-o", "15020,1000:2000", "-q", "10.0.0.1/32", "-c", "--capture-all-dns"]].concat(),
-        vec!["-p", "15001", "-z", "15006", "-u", "1337", "-g", "1337", "-m", "REDIRECT", "-i", "*", "-x", "", "-b", "*", "-d", "15020,15021,15090", "-o", "15020"],
+        [
+            &base[..],
+            &[
+                "-x",
+                "10.0.0.0/8,fd00::/8",
+                "-i",
+                "10.96.0.0/12,2001:db8::/32",
+            ],
+        ]
+        .concat(),
+        [
+            &base[..],
+            &[
+                "-o",
+                "15020,1000:2000",
+                "-q",
+                "10.0.0.1/32",
+                "-c",
+                "--capture-all-dns",
+            ],
+        ]
+        .concat(),
+        vec![
+            "-p",
+            "15001",
+            "-z",
+            "15006",
+            "-u",
+            "1337",
+            "-g",
+            "1337",
+            "-m",
+            "REDIRECT",
+            "-i",
+            "*",
+            "-x",
+            "",
+            "-b",
+            "*",
+            "-d",
+            "15020,15021,15090",
+            "-o",
+            "15020",
+        ],
         vec!["--cleanup-only"],
         vec!["-n", "--reconcile", "--run-validation"],
         vec![
