@@ -54,20 +54,45 @@ mod mode {
     pub const mixed_ours_servers: Mode = Mode::OursServers;
 }
 
-// Plaintext TCP through iptables capture: what our proxy carries today.
+// Every scenario runs with every sidecar ours, every sidecar Envoy, and each mix.
 scenario!(
     tcp_plaintext,
     "tcp-plaintext",
     [envoy, ours, mixed_ours_clients, mixed_ours_servers]
 );
 
-// Everything below needs the HTTP connection manager (the bootstrap's 15090/15021
-// listeners and every HTTP chain), TLS with SDS and RBAC in our proxy: Envoy only until
-// those land.
-scenario!(auto_mtls, "auto-mtls", [envoy]);
-scenario!(authz_analyzer, "authz-analyzer", [envoy]);
-scenario!(authz_namespace, "authz-namespace", [envoy]);
-scenario!(bypass, "bypass", [envoy]);
-scenario!(tcp, "tcp", [envoy]);
-scenario!(cert_rotation, "cert-rotation", [envoy]);
-scenario!(cp_restart, "cp-restart", [envoy]);
+scenario!(
+    auto_mtls,
+    "auto-mtls",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    authz_analyzer,
+    "authz-analyzer",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    authz_namespace,
+    "authz-namespace",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    bypass,
+    "bypass",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    tcp,
+    "tcp",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    cert_rotation,
+    "cert-rotation",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);
+scenario!(
+    cp_restart,
+    "cp-restart",
+    [envoy, ours, mixed_ours_clients, mixed_ours_servers]
+);

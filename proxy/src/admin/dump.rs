@@ -67,10 +67,66 @@ pub fn config_dump(shared: &Shared, query: &str) -> Result<Value, String> {
     }
     configs.push(pack(&secrets(shared)));
     let dump = crate::proto::encode(&ConfigDump { configs }).map_err(|e| e.to_string())?;
+    let dump = match super::query_value(query, "resource") {
+        None => dump,
+        Some(resource) => only_resource(dump, &resource)?,
+    };
     Ok(match mask {
         None => dump,
         Some(fields) => apply_mask(dump, &fields),
     })
+}
+
+/// The element message of each repeated resource field of the dumps (`?resource=`).
+const RESOURCE_TYPES: &[(&str, &str)] = &[
+    ("static_clusters", "ClustersConfigDump.StaticCluster"),
+    (
+        "dynamic_active_clusters",
+        "ClustersConfigDump.DynamicCluster",
+    ),
+    (
+        "dynamic_warming_clusters",
+        "ClustersConfigDump.DynamicCluster",
+    ),
+    (
+        "static_endpoint_configs",
+        "EndpointsConfigDump.StaticEndpointConfig",
+    ),
+    (
+        "dynamic_endpoint_configs",
+        "EndpointsConfigDump.DynamicEndpointConfig",
+    ),
+    ("static_listeners", "ListenersConfigDump.StaticListener"),
+    ("dynamic_listeners", "ListenersConfigDump.DynamicListener"),
+    ("static_route_configs", "RoutesConfigDump.StaticRouteConfig"),
+    (
+        "dynamic_route_configs",
+        "RoutesConfigDump.DynamicRouteConfig",
+    ),
+    ("static_secrets", "SecretsConfigDump.StaticSecret"),
+    ("dynamic_active_secrets", "SecretsConfigDump.DynamicSecret"),
+    ("dynamic_warming_secrets", "SecretsConfigDump.DynamicSecret"),
+];
+
+/// Envoy's `?resource=<field>`: the elements of that repeated field, from whichever dump has
+/// it, each as an Any of its own message type.
+fn only_resource(dump: Value, resource: &str) -> Result<Value, String> {
+    let Some((_, element)) = RESOURCE_TYPES.iter().find(|(f, _)| *f == resource) else {
+        return Err(format!("{resource} not found in config dump"));
+    };
+    let type_url = format!("type.googleapis.com/envoy.admin.v3.{element}");
+    let mut out = Vec::new();
+    for config in dump["configs"].as_array().into_iter().flatten() {
+        for item in config[resource].as_array().into_iter().flatten() {
+            let mut obj = serde_json::Map::new();
+            obj.insert("@type".into(), Value::String(type_url.clone()));
+            if let Some(fields) = item.as_object() {
+                obj.extend(fields.clone());
+            }
+            out.push(Value::Object(obj));
+        }
+    }
+    Ok(serde_json::json!({ "configs": out }))
 }
 
 /// Keeps `@type` and the masked fields of each config.

@@ -83,13 +83,33 @@ impl ClusterManager {
         };
         stats.active_clusters.set(0);
         stats.warming_clusters.set(0);
-        Arc::new(Self {
+        let manager = Arc::new(Self {
             store,
             tls,
             clusters: ArcSwap::from_pointee(HashMap::new()),
             stats,
             state: Mutex::default(),
-        })
+        });
+        manager.follow_secrets();
+        manager
+    }
+
+    /// A cluster waiting for its TLS secrets is warming; when secrets arrive (SDS) the
+    /// warming and active gauges are recounted, as pilot-agent and the mesh tests read them.
+    fn follow_secrets(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut changes = self.tls.secrets.changes();
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(manager) = weak.upgrade() else {
+                    return;
+                };
+                manager.update_gauges(&manager.clusters.load());
+            }
+        });
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Mutable> {
