@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! Istio's standard TCP metrics from the `proxy` binary, scraped from `/stats/prometheus`
+//! Istio's standard TCP and HTTP metrics from the `proxy` binary, scraped from `/stats/prometheus`
 //! the way Prometheus does, with the bootstrap's Istio stats inclusion list in force.
 //! (Upstream Envoy has no `istio.stats`, so there is no Envoy to compare with here.)
 
@@ -140,6 +140,122 @@ fn tcp_connections_are_reported_with_istio_labels() {
     assert!(opened.ends_with(" 2"), "{opened}");
     assert!(
         scrape.contains("# TYPE istio_tcp_connections_closed_total counter"),
+        "{scrape}"
+    );
+}
+
+/// A minimal HTTP/1.1 backend: answers every request with `200 ok`.
+fn http_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(reply).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn http_bootstrap(port: u16, upstream: u16) -> String {
+    format!(
+        r#"
+node:
+  id: sidecar~10.244.1.5~sleep-7d4f.full~full.svc.cluster.local
+  metadata: {{WORKLOAD_NAME: sleep, NAMESPACE: full, LABELS: {{app: sleep, version: v1}}}}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: 0.0.0.0_8000
+    traffic_direction: OUTBOUND
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound_0.0.0.0_8000
+          route_config:
+            name: "8000"
+            virtual_hosts:
+            - name: httpbin
+              domains: ["*"]
+              routes: [{{match: {{prefix: /}}, route: {{cluster: "outbound|8000||httpbin.full.svc.cluster.local"}}}}]
+          http_filters:
+          - name: istio.stats
+            typed_config: {{"@type": type.googleapis.com/stats.PluginConfig}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: "outbound|8000||httpbin.full.svc.cluster.local"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: "outbound|8000||httpbin.full.svc.cluster.local"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+"#
+    )
+}
+
+#[test]
+fn http_requests_are_reported_with_istio_labels() {
+    let upstream = http_backend();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = ProxyProcess::start(Path::new(PROXY), &http_bootstrap(port, upstream), &[]).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /headers HTTP/1.1\r\nhost: httpbin.full.svc.cluster.local:8000\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (_, text) = e2e::http::get(p.admin, "/stats/prometheus").unwrap();
+        let total = sample(&text, "istio_requests_total");
+        if total.as_deref().is_some_and(|l| l.ends_with(" 3")) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let total = sample(&scrape, "istio_requests_total").unwrap_or_else(|| panic!("{scrape}"));
+    for label in [
+        "reporter=\"source\"",
+        "source_workload=\"sleep\"",
+        "destination_service=\"httpbin.full.svc.cluster.local\"",
+        "destination_service_name=\"httpbin\"",
+        "destination_service_namespace=\"full\"",
+        "request_protocol=\"http\"",
+        "response_code=\"200\"",
+        "response_flags=\"-\"",
+    ] {
+        assert!(total.contains(label), "{label} missing: {total}");
+    }
+    assert!(total.ends_with(" 3"), "{total}");
+    assert!(
+        scrape.contains("istio_request_duration_milliseconds_count{"),
         "{scrape}"
     );
 }

@@ -122,6 +122,9 @@ pub enum HttpFilter {
     Alpn(AlpnOverrides),
     /// Accepted and not run (telemetry only, or inert as configured).
     Skipped(Arc<str>),
+    /// Istio's `istio.stats`: completed requests are reported in Istio's HTTP metrics
+    /// ([`crate::istio_stats`]).
+    IstioStats,
     Router {
         suppress_envoy_headers: bool,
     },
@@ -215,6 +218,7 @@ impl HttpFilter {
             WASM if is_builtin_telemetry_wasm(cfg) => {
                 Ok(Some(Self::Skipped(f.name.as_str().into())))
             }
+            crate::istio_stats::TYPE_URL => Ok(Some(Self::IstioStats)),
             t if extension::is_telemetry_only(t) => Ok(Some(Self::Skipped(f.name.as_str().into()))),
             t if f.is_optional => {
                 tracing::warn!(filter = %f.name, type_url = t, "optional HTTP filter not supported; skipped");

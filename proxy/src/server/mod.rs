@@ -18,6 +18,7 @@
 //! SIGTERM or SIGINT does that here.)
 
 pub mod sds;
+mod sds_file;
 pub mod state;
 pub mod xds;
 

@@ -28,6 +28,8 @@ pub struct Sds {
     ads: Mutex<Option<ClientHandle>>,
     /// SDS streams by their `api_config_source` (encoded), with the task running each.
     streams: Mutex<HashMap<Vec<u8>, Stream>>,
+    /// File watchers by `path_config_source.path`.
+    files: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -52,6 +54,7 @@ impl Sds {
             store,
             ads: Mutex::default(),
             streams: Mutex::default(),
+            files: Mutex::default(),
         }
     }
 
@@ -71,6 +74,9 @@ impl Sds {
                 Some(ConfigSourceSpecifier::Ads(_)) => {
                     over_ads.insert(sub.name);
                 }
+                Some(ConfigSourceSpecifier::PathConfigSource(p)) => self.watch_file(&p.path),
+                #[allow(deprecated)]
+                Some(ConfigSourceSpecifier::Path(p)) => self.watch_file(p),
                 _ => {
                     let key = sub.source.encode_to_vec();
                     let entry = by_stream
@@ -107,6 +113,20 @@ impl Sds {
                 tracing::error!("cannot subscribe to secrets: {e}");
             }
         }
+    }
+
+    /// Starts watching an SDS file, once per path.
+    fn watch_file(&self, path: &str) {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if files.contains_key(path) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(path, "cannot watch the SDS file: no runtime");
+            return;
+        };
+        let task = rt.spawn(super::sds_file::watch(path.into(), self.secrets.clone()));
+        files.insert(path.to_string(), task);
     }
 
     fn sync_ads(&self, names: BTreeSet<String>) {

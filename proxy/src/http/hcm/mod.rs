@@ -82,6 +82,8 @@ struct Hcm {
     router: Router,
     /// Request and response headers the access logs read.
     request_keys: Vec<HeaderKey>,
+    /// Whether `istio.stats` is among the filters: requests are reported in Istio's metrics.
+    istio_stats: bool,
     response_keys: Vec<HeaderKey>,
 }
 
@@ -118,6 +120,21 @@ impl HttpConnectionManager {
         for log in &config.access_logs {
             log.keys(&mut request_keys, &mut response_keys);
         }
+        let istio_stats = config
+            .filters
+            .iter()
+            .any(|f| matches!(f, super::filter::HttpFilter::IstioStats));
+        if istio_stats {
+            // Istio's labels read the request's host and content type.
+            for key in [
+                HeaderKey::Authority,
+                HeaderKey::Header(http::header::CONTENT_TYPE),
+            ] {
+                if !request_keys.contains(&key) {
+                    request_keys.push(key);
+                }
+            }
+        }
         Ok(Self {
             inner: Arc::new(Hcm {
                 router: Router {
@@ -129,6 +146,7 @@ impl HttpConnectionManager {
                 stats,
                 request_keys,
                 response_keys,
+                istio_stats,
             }),
         })
     }

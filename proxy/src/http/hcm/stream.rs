@@ -117,8 +117,63 @@ impl Drop for StreamEnd {
                 log.log(&ctx);
             }
         }
+        if hcm.istio_stats
+            && let Some(telemetry) = crate::istio_stats::IstioStats::get()
+        {
+            report_istio(telemetry, &self.info, &self.conn.downstream);
+        }
         self.conn.stream_ended();
     }
+}
+
+/// Reports a completed request in Istio's HTTP metrics.
+fn report_istio(
+    telemetry: &crate::istio_stats::IstioStats,
+    info: &super::super::stream_info::StreamInfo,
+    downstream: &crate::conn::Downstream,
+) {
+    use super::super::stream_info::HeaderKey;
+    use crate::conn::Direction;
+    use crate::istio_stats::{HttpRecord, Peer};
+    let inbound = downstream.direction == Direction::Inbound;
+    let tls = downstream.tls.as_deref();
+    let downstream_principal = tls
+        .and_then(|t| t.peer_certificate.as_ref())
+        .and_then(|c| c.uri_sans.first())
+        .map(String::as_str);
+    let authority = info
+        .request_headers
+        .get(&HeaderKey::Authority)
+        .and_then(|v| v.to_str().ok());
+    let grpc = info
+        .request_headers
+        .get(&HeaderKey::Header(http::header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    let flags = info.flags.short_string();
+    telemetry.http_completed(&HttpRecord {
+        direction: downstream.direction,
+        peer: Peer {
+            exchanged: None,
+            endpoint: None,
+            principal: if inbound { downstream_principal } else { None },
+        },
+        local_principal: if inbound {
+            tls.and_then(|t| t.local_uri_sans.first())
+                .map(String::as_str)
+        } else {
+            None
+        },
+        cluster: info.upstream.cluster.as_deref().unwrap_or(""),
+        authority,
+        mutual_tls: inbound && downstream_principal.is_some(),
+        grpc,
+        response_code: info.response_code.unwrap_or(0),
+        response_flags: &flags,
+        duration_ms: info.finished.unwrap_or_else(|| info.elapsed()).as_millis() as u64,
+        request_bytes: info.bytes_received,
+        response_bytes: info.bytes_sent,
+    });
 }
 
 /// A request after the connection manager's checks and rewrites, ready to route.
@@ -408,7 +463,7 @@ impl Conn {
                     }
                 }
                 HttpFilter::Alpn(a) => alpn = Some(a),
-                HttpFilter::Skipped(_) => {}
+                HttpFilter::Skipped(_) | HttpFilter::IstioStats => {}
                 HttpFilter::Router { .. } => break,
             }
         }
