@@ -12,6 +12,7 @@ pub mod http;
 pub mod mesh;
 pub mod netns;
 pub mod scenarios;
+pub mod tls;
 
 pub use echo::{AddrServer, connect_as, connect_from};
 pub use envoy::{EnvoyProcess, ProxyProcess, envoy_binary, require_envoy};
