@@ -17,7 +17,7 @@
 //! Not yet: TCP connections are reported when they close (Istio also reports the open and
 //! the bytes every 15 s while a connection lives); gRPC message counts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError};
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
@@ -122,6 +122,28 @@ pub struct HttpRecord<'a> {
 pub struct IstioStats {
     store: Store,
     local: Workload,
+    /// The series by label set: a request or connection costs one lookup, and holding them
+    /// keeps the store from pruning them (Prometheus counters must not reset).
+    http: std::sync::Mutex<std::collections::HashMap<Box<str>, Arc<HttpSeries>>>,
+    tcp: std::sync::Mutex<std::collections::HashMap<Box<str>, Arc<TcpSeries>>>,
+}
+
+/// The four TCP metrics of one label set.
+#[derive(Debug)]
+struct TcpSeries {
+    opened: crate::stats::Counter,
+    closed: crate::stats::Counter,
+    sent: crate::stats::Counter,
+    received: crate::stats::Counter,
+}
+
+/// The four HTTP metrics of one label set.
+#[derive(Debug)]
+struct HttpSeries {
+    requests: crate::stats::Counter,
+    duration: crate::stats::Histogram,
+    request_bytes: crate::stats::Histogram,
+    response_bytes: crate::stats::Histogram,
 }
 
 static GLOBAL: OnceLock<Arc<IstioStats>> = OnceLock::new();
@@ -233,7 +255,12 @@ impl Peer<'_> {
 
 impl IstioStats {
     pub fn new(store: Store, local: Workload) -> Self {
-        Self { store, local }
+        Self {
+            store,
+            local,
+            http: Default::default(),
+            tcp: Default::default(),
+        }
     }
 
     /// Installs the process's telemetry (once, at start, from the bootstrap node).
@@ -268,17 +295,36 @@ impl IstioStats {
         ));
         let tags: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let key = series_key(&tags);
-        let counter = |metric: &str| {
-            self.store
-                .custom_counter(&format!("istiocustom.{metric}{key}"), metric, &tags)
+        let series = {
+            let mut cache = self.tcp.lock().unwrap_or_else(PoisonError::into_inner);
+            match cache.get(key.as_str()) {
+                Some(s) => s.clone(),
+                None => {
+                    let counter = |metric: &str| {
+                        self.store.custom_counter(
+                            &format!("istiocustom.{metric}{key}"),
+                            metric,
+                            &tags,
+                        )
+                    };
+                    let s = Arc::new(TcpSeries {
+                        opened: counter("istio_tcp_connections_opened_total"),
+                        closed: counter("istio_tcp_connections_closed_total"),
+                        sent: counter("istio_tcp_sent_bytes_total"),
+                        received: counter("istio_tcp_received_bytes_total"),
+                    });
+                    cache.insert(key.into_boxed_str(), s.clone());
+                    s
+                }
+            }
         };
         if r.connected {
-            counter("istio_tcp_connections_opened_total").inc();
+            series.opened.inc();
         }
-        counter("istio_tcp_connections_closed_total").inc();
+        series.closed.inc();
         // Istio's "sent" is what the reporting proxy sent on towards the destination.
-        counter("istio_tcp_sent_bytes_total").add(r.received);
-        counter("istio_tcp_received_bytes_total").add(r.sent);
+        series.sent.add(r.received);
+        series.received.add(r.sent);
     }
 
     /// Reports a completed HTTP request.
@@ -304,17 +350,39 @@ impl IstioStats {
         ));
         let tags: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let key = series_key(&tags);
+        let series = {
+            let mut cache = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+            match cache.get(key.as_str()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(self.http_series(&key, &tags));
+                    cache.insert(key.into_boxed_str(), s.clone());
+                    s
+                }
+            }
+        };
+        series.requests.inc();
+        series.duration.record(r.duration_ms);
+        series.request_bytes.record(r.request_bytes);
+        series.response_bytes.record(r.response_bytes);
+    }
+
+    fn http_series(&self, key: &str, tags: &[(&str, &str)]) -> HttpSeries {
         let name = |metric: &str| format!("istiocustom.{metric}{key}");
-        self.store
-            .custom_counter(&name("istio_requests_total"), "istio_requests_total", &tags)
-            .inc();
         let histogram = |metric: &str, bounds: &'static [f64]| {
             self.store
-                .custom_histogram(&name(metric), metric, &tags, bounds)
+                .custom_histogram(&name(metric), metric, tags, bounds)
         };
-        histogram("istio_request_duration_milliseconds", DURATION_BUCKETS).record(r.duration_ms);
-        histogram("istio_request_bytes", BYTES_BUCKETS).record(r.request_bytes);
-        histogram("istio_response_bytes", BYTES_BUCKETS).record(r.response_bytes);
+        HttpSeries {
+            requests: self.store.custom_counter(
+                &name("istio_requests_total"),
+                "istio_requests_total",
+                tags,
+            ),
+            duration: histogram("istio_request_duration_milliseconds", DURATION_BUCKETS),
+            request_bytes: histogram("istio_request_bytes", BYTES_BUCKETS),
+            response_bytes: histogram("istio_response_bytes", BYTES_BUCKETS),
+        }
     }
 
     /// The reporter and workload labels, in Istio's order.
@@ -599,6 +667,8 @@ mod tests {
             sent: 22,
             connected: true,
         });
+        // A listener or cluster change prunes unheld stats; Istio's counters must survive it.
+        store.prune();
         let text = prometheus(&store);
         let sent = text
             .lines()
