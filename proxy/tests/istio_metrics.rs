@@ -259,3 +259,271 @@ fn http_requests_are_reported_with_istio_labels() {
         "{scrape}"
     );
 }
+
+/// An HTTP/1.1 backend that answers each request with the request's header names, one per
+/// line, so a test sees what reached the app.
+fn header_echo_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                while let Ok(n @ 1..) = s.read(&mut buf) {
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                        seen.drain(..end + 4);
+                        let names: String = head
+                            .lines()
+                            .skip(1)
+                            .filter_map(|l| l.split_once(':'))
+                            .map(|(k, _)| format!("{}\n", k.to_ascii_lowercase()))
+                            .collect();
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{names}",
+                            names.len()
+                        );
+                        if s.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+const NODE_SLEEP: &str = "id: sidecar~10.244.1.5~sleep-7d4f.full~full.svc.cluster.local\n  metadata: {WORKLOAD_NAME: sleep, NAME: sleep-7d4f, NAMESPACE: full, CLUSTER_ID: Kubernetes, LABELS: {app: sleep, version: v1}}";
+const NODE_HTTPBIN: &str = "id: sidecar~10.244.1.6~httpbin-5c9d.full~full.svc.cluster.local\n  metadata: {WORKLOAD_NAME: httpbin, NAME: httpbin-5c9d, NAMESPACE: full, CLUSTER_ID: Kubernetes, LABELS: {app: httpbin, version: v2}}";
+
+/// A sidecar with one HTTP listener on `port` whose routes send `/details` to a cluster of
+/// `details` (an app without a sidecar: its workload is in the endpoint metadata, as istiod
+/// writes it) and everything else to `cluster` at `upstream`, with Istio's
+/// `istio.metadata_exchange` and `istio.stats` HTTP filters in the given direction.
+fn mx_sidecar(
+    node: &str,
+    direction: &str,
+    port: u16,
+    cluster: &str,
+    upstream: u16,
+    details: u16,
+) -> String {
+    let mx = if direction == "OUTBOUND" {
+        "{upstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], upstream_propagation: [{istio_headers: {skip_external_clusters: true}}]}"
+    } else {
+        "{downstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], downstream_propagation: [{istio_headers: {}}]}"
+    };
+    format!(
+        r#"
+node:
+  {node}
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
+static_resources:
+  listeners:
+  - name: mx_{port}
+    traffic_direction: {direction}
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mx_{port}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - {{match: {{prefix: /details}}, route: {{cluster: "outbound|9080||details.full.svc.cluster.local"}}}}
+              - {{match: {{prefix: /}}, route: {{cluster: "{cluster}"}}}}
+          http_filters:
+          - name: istio.metadata_exchange
+            typed_config:
+              "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+              type_url: type.googleapis.com/io.istio.http.peer_metadata.Config
+              value: {mx}
+          - name: istio.stats
+            typed_config: {{"@type": type.googleapis.com/stats.PluginConfig}}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: "{cluster}"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: "{cluster}"
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+  - name: "outbound|9080||details.full.svc.cluster.local"
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: details
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {details}}}}}}}
+          metadata: {{filter_metadata: {{istio: {{workload: "details-v1;full;details;v1;Kubernetes"}}}}}}
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 GET on a fresh connection: the response head (lower-cased) and body.
+fn get(port: u16, path: &str, extra: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: httpbin.full.svc.cluster.local:8000\r\nconnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.to_ascii_lowercase(), body.to_string())
+}
+
+/// Scrapes until `istio_requests_total` has a series containing every label in `want` with
+/// `count`, then returns it.
+fn series(p: &ProxyProcess, want: &[&str], count: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = e2e::http::get(p.admin, "/stats/prometheus").unwrap();
+        let found = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .find(|l| want.iter().all(|w| l.contains(w)))
+            .map(str::to_string);
+        match found {
+            Some(l) if l.ends_with(&format!(" {count}")) => return l,
+            _ if Instant::now() > deadline => {
+                panic!("no istio_requests_total with {want:?} = {count}:\n{text}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Istio's HTTP metadata exchange between two sidecars: each side's `istio_requests_total`
+/// names the other workload, the exchange headers never reach either app, and a client
+/// outside the mesh learns nothing about the server.
+#[test]
+fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
+    let app = header_echo_backend();
+    let details = header_echo_backend();
+    let (client_port, server_port) = (free_port(), free_port());
+    let server = ProxyProcess::start(
+        Path::new(PROXY),
+        &mx_sidecar(
+            NODE_HTTPBIN,
+            "INBOUND",
+            server_port,
+            "inbound|8000||",
+            app,
+            details,
+        ),
+        &[],
+    )
+    .unwrap();
+    let client = ProxyProcess::start(
+        Path::new(PROXY),
+        &mx_sidecar(
+            NODE_SLEEP,
+            "OUTBOUND",
+            client_port,
+            "outbound|8000||httpbin.full.svc.cluster.local",
+            server_port,
+            details,
+        ),
+        &[],
+    )
+    .unwrap();
+
+    for _ in 0..3 {
+        let (head, body) = get(client_port, "/headers", "");
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(
+            !body.contains("x-envoy-peer-metadata"),
+            "the app saw: {body}"
+        );
+        assert!(
+            !head.contains("x-envoy-peer-metadata"),
+            "the client saw: {head}"
+        );
+    }
+    let outbound = series(
+        &client,
+        &[
+            "reporter=\"source\"",
+            "source_workload=\"sleep\"",
+            "destination_workload=\"httpbin\"",
+            "destination_workload_namespace=\"full\"",
+            "destination_app=\"httpbin\"",
+            "destination_version=\"v2\"",
+            "destination_service=\"httpbin.full.svc.cluster.local\"",
+            "response_code=\"200\"",
+        ],
+        3,
+    );
+    assert!(
+        outbound.contains("destination_cluster=\"Kubernetes\""),
+        "{outbound}"
+    );
+    let inbound = series(
+        &server,
+        &[
+            "reporter=\"destination\"",
+            "destination_workload=\"httpbin\"",
+            "source_workload=\"sleep\"",
+            "source_workload_namespace=\"full\"",
+            "source_app=\"sleep\"",
+            "source_version=\"v1\"",
+            "response_code=\"200\"",
+        ],
+        3,
+    );
+    assert!(
+        inbound.contains("source_cluster=\"Kubernetes\""),
+        "{inbound}"
+    );
+
+    // Outside the mesh: a client without the headers gets none back and stays unknown.
+    let (head, _) = get(server_port, "/headers", "");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        !head.contains("x-envoy-peer-metadata"),
+        "leaked to a non-mesh client: {head}"
+    );
+    series(
+        &server,
+        &["reporter=\"destination\"", "source_workload=\"unknown\""],
+        1,
+    );
+
+    // An upstream without a sidecar: its workload comes from the endpoint's metadata.
+    let (head, body) = get(client_port, "/details", "");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        body.contains("x-envoy-peer-metadata"),
+        "in-mesh upstreams get ours: {body}"
+    );
+    series(
+        &client,
+        &[
+            "reporter=\"source\"",
+            "destination_workload=\"details-v1\"",
+            "destination_app=\"details\"",
+            "destination_version=\"v1\"",
+        ],
+        1,
+    );
+}

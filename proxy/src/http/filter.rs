@@ -1,6 +1,6 @@
 //! The HTTP filter chain, in the configured order. We run: RBAC (through a slot the RBAC
-//! engine fills), Istio's `istio.alpn`, telemetry-only filters (accepted, not run), and the
-//! router, which must be last. Any other filter is a config error: skipping a filter that
+//! engine fills), Istio's `istio.alpn`, `istio.metadata_exchange` and `istio.stats`,
+//! telemetry-only filters (accepted, not run), and the router, which must be last. Any other filter is a config error: skipping a filter that
 //! could allow, deny, route or rewrite would silently change behaviour.
 
 use std::fmt;
@@ -14,11 +14,13 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 
+use super::peer_metadata::PeerMetadataFilter;
 use super::pool::{Alpn, UpstreamProtocol};
 use super::route::RequestView;
 use super::stream_info::Protocol;
 use crate::config::{ConfigError, any, extension};
 use crate::conn::Downstream;
+use crate::tls::LocalNode;
 
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const RBAC: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
@@ -120,6 +122,8 @@ impl prost::Name for AlpnFilterConfig {
 pub enum HttpFilter {
     Rbac(Arc<dyn HttpAuthorizer>),
     Alpn(AlpnOverrides),
+    /// Istio's `istio.metadata_exchange` ([`super::peer_metadata`]).
+    PeerMetadata(Arc<PeerMetadataFilter>),
     /// Accepted and not run (telemetry only, or inert as configured).
     Skipped(Arc<str>),
     /// Istio's `istio.stats`: completed requests are reported in Istio's HTTP metrics
@@ -138,11 +142,12 @@ impl HttpFilter {
     pub fn chain(
         filters: &[HttpFilterProto],
         rbac: Option<&dyn RbacFactory>,
+        node: Option<&LocalNode>,
         stat_prefix: &str,
     ) -> Result<Vec<Self>, ConfigError> {
         let mut out = Vec::with_capacity(filters.len());
         for (i, f) in filters.iter().enumerate() {
-            let filter = Self::new(f, rbac, stat_prefix)
+            let filter = Self::new(f, rbac, node, stat_prefix)
                 .map_err(|e| e.at(format!("http_filters[{i}] ({:?})", f.name)))?;
             if let Some(filter) = filter {
                 out.push(filter);
@@ -171,6 +176,7 @@ impl HttpFilter {
     fn new(
         f: &HttpFilterProto,
         rbac: Option<&dyn RbacFactory>,
+        node: Option<&LocalNode>,
         stat_prefix: &str,
     ) -> Result<Option<Self>, ConfigError> {
         if f.disabled {
@@ -219,6 +225,9 @@ impl HttpFilter {
                 Ok(Some(Self::Skipped(f.name.as_str().into())))
             }
             crate::istio_stats::TYPE_URL => Ok(Some(Self::IstioStats)),
+            super::peer_metadata::TYPE_URL => Ok(Some(Self::PeerMetadata(Arc::new(
+                PeerMetadataFilter::from_any(cfg, node)?,
+            )))),
             t if extension::is_telemetry_only(t) => Ok(Some(Self::Skipped(f.name.as_str().into()))),
             t if f.is_optional => {
                 tracing::warn!(filter = %f.name, type_url = t, "optional HTTP filter not supported; skipped");
@@ -304,7 +313,7 @@ mod tests {
 
     fn chain(yaml: &str, rbac: Option<&dyn RbacFactory>) -> Result<Vec<HttpFilter>, ConfigError> {
         let hcm: HttpConnectionManager = from_yaml(yaml);
-        HttpFilter::chain(&hcm.http_filters, rbac, "http.s.")
+        HttpFilter::chain(&hcm.http_filters, rbac, None, "http.s.")
     }
 
     const ISTIO_OUTBOUND: &str = r#"
@@ -338,6 +347,7 @@ http_filters:
     fn istio_outbound_chain() {
         let c = chain(ISTIO_OUTBOUND, None).unwrap();
         assert_eq!(c.len(), 7);
+        assert!(matches!(c[0], HttpFilter::PeerMetadata(_)), "{:?}", c[0]);
         let HttpFilter::Alpn(a) = &c[2] else {
             panic!("{:?}", c[2])
         };

@@ -6,7 +6,8 @@
 //! - [`HttpContext`]: what all HCMs share (clusters, pools, RDS, access log sinks, RBAC);
 //! - [`rds::RdsStore`]: route configurations by name, fed by RDS;
 //! - [`route`]: route tables and matching; [`router`]: forwarding, retries, timeouts;
-//! - [`pool`]: upstream HTTP/1.1 and HTTP/2 connection pools and circuit breakers.
+//! - [`pool`]: upstream HTTP/1.1 and HTTP/2 connection pools and circuit breakers;
+//! - [`peer_metadata`]: Istio's HTTP metadata exchange, for `istio.stats`' peer labels.
 
 pub mod access_log;
 pub mod body;
@@ -17,6 +18,7 @@ pub mod headers;
 pub mod local_reply;
 pub mod mutation;
 pub mod path;
+pub mod peer_metadata;
 pub mod pool;
 pub mod rds;
 pub mod retry;

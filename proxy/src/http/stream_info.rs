@@ -8,6 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
+use envoy_types::pb::envoy::config::core::v3::Metadata;
+
+use super::peer_metadata::PeerHeadersReceived;
+use crate::tls::PeerMetadata;
 use crate::upstream::host::HostAddr;
 
 /// Envoy's response flags (`%RESPONSE_FLAGS%`).
@@ -280,6 +284,8 @@ pub struct UpstreamInfo {
     /// Attempts made (1 + retries).
     pub attempts: u32,
     pub protocol: Option<Protocol>,
+    /// The upstream host's endpoint metadata (`istio.workload` for Istio's labels).
+    pub metadata: Option<Arc<Metadata>>,
 }
 
 /// Everything recorded about one stream.
@@ -306,6 +312,11 @@ pub struct StreamInfo {
     pub finished: Option<Duration>,
     pub request_headers: Captured,
     pub response_headers: Captured,
+    /// Istio's metadata exchange: the client's workload (inbound) and the server's
+    /// (outbound), and which exchange headers the client sent.
+    pub downstream_peer: Option<Arc<PeerMetadata>>,
+    pub upstream_peer: Option<Arc<PeerMetadata>>,
+    pub peer_headers: PeerHeadersReceived,
 }
 
 // === impl StreamInfo ===
@@ -330,6 +341,9 @@ impl StreamInfo {
             finished: None,
             request_headers: Captured::default(),
             response_headers: Captured::default(),
+            downstream_peer: None,
+            upstream_peer: None,
+            peer_headers: PeerHeadersReceived::default(),
         }
     }
 

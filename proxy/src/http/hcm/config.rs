@@ -151,6 +151,7 @@ impl HcmConfig {
         let filters = HttpFilter::chain(
             &p.http_filters,
             ctx.rbac.as_deref(),
+            ctx.clusters.tls().node.as_deref(),
             &format!("http.{}.", p.stat_prefix),
         )?;
         let mut access_logs = Vec::new();

@@ -23,6 +23,7 @@ pub use stream::StreamEnd;
 
 use super::access_log::AccessLogManager;
 use super::filter::RbacFactory;
+use super::peer_metadata::PeerMetadataFilter;
 use super::pool::Pools;
 use super::rds::RdsStore;
 use super::router::Router;
@@ -84,6 +85,8 @@ struct Hcm {
     request_keys: Vec<HeaderKey>,
     /// Whether `istio.stats` is among the filters: requests are reported in Istio's metrics.
     istio_stats: bool,
+    /// Istio's `istio.metadata_exchange`, if among the filters.
+    peer_metadata: Option<Arc<PeerMetadataFilter>>,
     response_keys: Vec<HeaderKey>,
 }
 
@@ -124,6 +127,10 @@ impl HttpConnectionManager {
             .filters
             .iter()
             .any(|f| matches!(f, super::filter::HttpFilter::IstioStats));
+        let peer_metadata = config.filters.iter().find_map(|f| match f {
+            super::filter::HttpFilter::PeerMetadata(m) => Some(m.clone()),
+            _ => None,
+        });
         if istio_stats {
             // Istio's labels read the request's host and content type.
             for key in [
@@ -147,6 +154,7 @@ impl HttpConnectionManager {
                 request_keys,
                 response_keys,
                 istio_stats,
+                peer_metadata,
             }),
         })
     }

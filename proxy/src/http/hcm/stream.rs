@@ -154,8 +154,16 @@ fn report_istio(
     telemetry.http_completed(&HttpRecord {
         direction: downstream.direction,
         peer: Peer {
-            exchanged: None,
-            endpoint: None,
+            exchanged: if inbound {
+                info.downstream_peer.as_deref()
+            } else {
+                info.upstream_peer.as_deref()
+            },
+            endpoint: if inbound {
+                None
+            } else {
+                info.upstream.metadata.as_deref()
+            },
             principal: if inbound { downstream_principal } else { None },
         },
         local_principal: if inbound {
@@ -300,6 +308,9 @@ impl Conn {
         {
             headers.insert(X_REQUEST_ID, id);
         }
+        if let Some(mx) = &self.hcm.peer_metadata {
+            mx.on_response(&mut headers, end.info.peer_headers);
+        }
         end.info.response_code = Some(status.as_u16());
         if !self.hcm.response_keys.is_empty() {
             let view = HeaderView {
@@ -380,6 +391,9 @@ impl Conn {
             cfg.headers
                 .mutate(&mut parts.headers, &self.downstream, upgrade.is_some());
         end.info.remote = classified.remote;
+        if let Some(mx) = &hcm.peer_metadata {
+            (end.info.downstream_peer, end.info.peer_headers) = mx.on_request(&mut parts.headers);
+        }
         if cfg.append_x_forwarded_port && !parts.headers.contains_key(X_FORWARDED_PORT) {
             let port = HeaderValue::from(self.downstream.local.port());
             parts.headers.insert(X_FORWARDED_PORT, port);
@@ -463,7 +477,7 @@ impl Conn {
                     }
                 }
                 HttpFilter::Alpn(a) => alpn = Some(a),
-                HttpFilter::Skipped(_) | HttpFilter::IstioStats => {}
+                HttpFilter::Skipped(_) | HttpFilter::IstioStats | HttpFilter::PeerMetadata(_) => {}
                 HttpFilter::Router { .. } => break,
             }
         }
@@ -552,6 +566,7 @@ impl Conn {
             info: &mut end.info,
             shared: &end.shared,
             request_keys: &hcm.request_keys,
+            peer_metadata: hcm.peer_metadata.as_deref(),
             stream_idle_timeout: idle,
             request_timeout: cfg.request_timeout,
         };
@@ -568,7 +583,10 @@ impl Conn {
             }
             Outcome::Upstream(f) => {
                 end.info.details = "via_upstream".into();
-                let (parts, inner) = f.response.into_parts();
+                let (mut parts, inner) = f.response.into_parts();
+                if let Some(mx) = &hcm.peer_metadata {
+                    end.info.upstream_peer = mx.on_upstream_response(&mut parts.headers);
+                }
                 Ready {
                     status: parts.status,
                     headers: parts.headers,

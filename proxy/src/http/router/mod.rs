@@ -21,6 +21,7 @@ use super::filter::AlpnOverrides;
 use super::format::{Context, Headers};
 use super::local_reply::LocalReply;
 use super::local_reply::ResetReason;
+use super::peer_metadata::PeerMetadataFilter;
 use super::pool::{
     ClusterHttp, HostPool, PooledH1, Pools, RequestSlot, SendError, Sent, UpstreamProtocol,
 };
@@ -58,6 +59,8 @@ pub struct Stream<'a> {
     pub shared: &'a Arc<StreamShared>,
     /// Request headers the access logs read (captured once the headers are final).
     pub request_keys: &'a [HeaderKey],
+    /// Istio's metadata exchange: our node's headers go to in-mesh upstreams.
+    pub peer_metadata: Option<&'a PeerMetadataFilter>,
     pub stream_idle_timeout: Option<Duration>,
     /// The HCM's `request_timeout`: the whole request must arrive within it.
     pub request_timeout: Option<Duration>,
@@ -134,6 +137,9 @@ impl Router {
             return Outcome::Local(LocalReply::no_cluster(action.not_found_status));
         };
         s.info.upstream.cluster = name;
+        if let Some(mx) = s.peer_metadata {
+            mx.on_upstream_request(&mut req.headers, &cluster);
+        }
         let ch = self.pools.cluster(&cluster);
         {
             let ctx = Context {
@@ -290,6 +296,7 @@ impl Router {
             .ok_or_else(LocalReply::no_healthy_upstream)?;
         tried.push(host.addr.clone());
         s.info.upstream.host = Some(host.addr.clone());
+        s.info.upstream.metadata = host.metadata.clone();
         if matches!(s.action.host_rewrite, HostRewrite::Auto) {
             req.auto_host_rewrite(
                 &host,

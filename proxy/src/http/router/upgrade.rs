@@ -34,6 +34,7 @@ pub(super) async fn forward(
         return Outcome::Local(LocalReply::no_healthy_upstream());
     };
     s.info.upstream.host = Some(host.addr.clone());
+    s.info.upstream.metadata = host.metadata.clone();
     s.info.upstream.protocol = Some(Protocol::Http11);
     let tls = matches!(host.transport, UpstreamTransport::Tls(_));
     let Some(upstream_req) = req.build(UpstreamProtocol::Http1, tls, RequestBody::Empty, false)

@@ -103,9 +103,13 @@ impl PeerMetadata {
     /// From the HTTP headers `x-envoy-peer-metadata` and `x-envoy-peer-metadata-id`; `None`
     /// if the metadata header is missing or malformed.
     pub fn from_headers(metadata: Option<&[u8]>, id: Option<&str>) -> Option<Self> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(metadata?)
-            .ok()?;
+        // Istio sends padded base64 and reads it with or without padding.
+        const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let raw = LENIENT.decode(metadata?).ok()?;
         let s = Struct::decode(raw.as_slice()).ok()?;
         Some(Self {
             id: id.map(str::to_string),
