@@ -285,10 +285,23 @@ fn http_listener(port: u16, stat_prefix: &str, bad: bool) -> Resource {
 /// Listener `name` whose HCM takes route configuration `route` from RDS; without one, an
 /// inline route to an unknown cluster.
 fn rds_listener(name: &str, port: u16, stat_prefix: &str, route: Option<&str>) -> Resource {
+    rds_listener_waiting(name, port, stat_prefix, route, None)
+}
+
+/// [`rds_listener`] with the RDS config source's `initial_fetch_timeout`.
+fn rds_listener_waiting(
+    name: &str,
+    port: u16,
+    stat_prefix: &str,
+    route: Option<&str>,
+    initial_fetch_timeout: Option<&str>,
+) -> Resource {
+    let wait =
+        initial_fetch_timeout.map_or(String::new(), |t| format!(", initial_fetch_timeout: {t}"));
     let routes = match route {
         None => "route_config: { name: inline, virtual_hosts: [{ name: v, domains: ['*'], routes: [{ match: { prefix: / }, route: { cluster: nope } }] }] }\n".to_string(),
         Some(r) => format!(
-            "rds: {{ route_config_name: {r}, config_source: {{ ads: {{}}, resource_api_version: V3 }} }}\n"
+            "rds: {{ route_config_name: {r}, config_source: {{ ads: {{}}, resource_api_version: V3{wait} }} }}\n"
         ),
     };
     let hcm = format!("stat_prefix: {stat_prefix}\n{routes}http_filters:\n{ROUTER}");
@@ -571,6 +584,30 @@ async fn live_scenario(binary: &Path, a: &Echo, b: &Echo) -> (Vec<String>, Vec<S
         "after r2: {}",
         probe_until(port2, "served by a").await
     ));
+
+    // Routes that never come: the RDS config source's initial_fetch_timeout decides how
+    // long the listener warms (0: until they come).
+    let (port3, port4) = (free_port(), free_port());
+    let added = cp
+        .push(
+            ResourceType::Listener,
+            "8",
+            vec![
+                http_listener(port, "live2", false),
+                rds_listener("http2", port2, "other", Some("r2")),
+                rds_listener_waiting("http3", port3, "three", Some("r3"), Some("1s")),
+                rds_listener_waiting("http4", port4, "four", Some("r4"), Some("0s")),
+            ],
+        )
+        .await;
+    seen.push(format!("listeners waiting for r3 and r4: {added:?}"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    seen.push(format!("r3 after its 1s timeout: {}", probe(port3).await));
+    seen.push(format!("r4 with no timeout: {}", probe(port4).await));
+    let warming = tokio::task::spawn_blocking(move || warming_listeners(admin))
+        .await
+        .unwrap();
+    seen.push(format!("still warming: {warming:?}"));
     drop(proxy);
     (seen, nacks)
 }
@@ -605,6 +642,10 @@ async fn rds_and_lds_updates_reach_live_connections_like_envoy() {
             "warming in config_dump: [\"http2\"]",
             "r2 arrives: Ok(())",
             "after r2: served by a",
+            "listeners waiting for r3 and r4: Ok(())",
+            "r3 after its 1s timeout: answered \"http/1.1 404 not found\"",
+            "r4 with no timeout: not serving",
+            "still warming: [\"http4\"]",
         ]
     );
     assert!(

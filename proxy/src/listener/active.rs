@@ -3,7 +3,7 @@
 //! the same objects, so their connections are not drained.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -307,6 +307,23 @@ impl ActiveListener {
             ),
             _ => false,
         })
+    }
+
+    /// How long this listener may warm for its routes: the longest `initial_fetch_timeout`
+    /// of the RDS subscriptions still waiting; `None` when one of them waits forever (0).
+    pub fn warming_timeout(&self) -> Option<Duration> {
+        let mut longest = Duration::ZERO;
+        for c in self.all_chains() {
+            let Terminal::Http(hcm) = &c.terminal else {
+                continue;
+            };
+            let cfg = hcm.config();
+            if matches!(&cfg.routes, crate::http::RouteSource::Rds(slot) if slot.current().is_none())
+            {
+                longest = longest.max(cfg.rds_warming?);
+            }
+        }
+        Some(longest)
     }
 
     /// Every chain, the default one included.

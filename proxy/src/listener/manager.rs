@@ -73,9 +73,6 @@ struct Mutable {
     warming: HashMap<Arc<str>, Arc<ActiveListener>>,
 }
 
-/// How long a listener warms at most: Envoy's default RDS `initial_fetch_timeout`.
-const WARMING_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// What an LDS update did, and what it refused.
 #[derive(Debug, Default)]
 pub struct LdsOutcome {
@@ -379,29 +376,31 @@ impl ListenerManager {
         Ok(())
     }
 
-    /// Keeps a listener warming until its routes arrive ([`Self::routes_updated`]) or the
-    /// warming timeout passes.
+    /// Keeps a listener warming until its routes arrive ([`Self::routes_updated`]) or their
+    /// RDS `initial_fetch_timeout` passes (never, when that is 0, as in Envoy).
     fn warm(self: &Arc<Self>, active: Arc<ActiveListener>) {
+        let timeout = active.warming_timeout();
         tracing::info!(
             listener = active.name(),
+            timeout = ?timeout,
             "warming: waiting for route configurations"
         );
         let name = active.config.name.clone();
         let weak = Arc::downgrade(&active);
         self.state().warming.insert(name.clone(), active);
-        let Ok(rt) = Handle::try_current() else {
+        let (Ok(rt), Some(timeout)) = (Handle::try_current(), timeout) else {
             return;
         };
         let manager = Arc::downgrade(self);
         rt.spawn(async move {
-            tokio::time::sleep(WARMING_TIMEOUT).await;
+            tokio::time::sleep(timeout).await;
             if let (Some(manager), Some(listener)) = (manager.upgrade(), weak.upgrade()) {
                 // Only if it is still this version that warms (not served or replaced yet).
                 let activated = manager.finish_warming(|l| Arc::ptr_eq(l, &listener));
                 if activated > 0 {
                     tracing::warn!(
                         listener = &*name,
-                        "routes did not arrive within {WARMING_TIMEOUT:?}; serving without them"
+                        "routes did not arrive within {timeout:?}; serving without them"
                     );
                 }
             }

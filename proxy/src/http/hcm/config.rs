@@ -63,12 +63,19 @@ impl RouteSource {
     }
 }
 
+/// Envoy's default `initial_fetch_timeout` for a config source.
+const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A validated HTTP connection manager.
 #[derive(Debug)]
 pub struct HcmConfig {
     pub stat_prefix: String,
     pub codec: Codec,
     pub routes: RouteSource,
+    /// How long a listener waits for this HCM's RDS routes before serving without them:
+    /// the config source's `initial_fetch_timeout` (15 s by default; `None` for 0, wait
+    /// until they come).
+    pub rds_warming: Option<Duration>,
     pub filters: Vec<HttpFilter>,
     pub access_logs: Vec<AccessLog>,
     pub headers: RequestHeaderConfig,
@@ -127,6 +134,7 @@ impl HcmConfig {
             }
         };
         ctx.rds.mark_used();
+        let mut rds_warming = None;
         let routes = match &p.route_specifier {
             Some(RouteSpecifier::RouteConfig(rc)) => {
                 RouteSource::Static(Arc::new(RouteTable::new(
@@ -141,6 +149,17 @@ impl HcmConfig {
                 if rds.route_config_name.is_empty() {
                     return Err(ConfigError::new("route_config_name is required").at("rds"));
                 }
+                let timeout = rds
+                    .config_source
+                    .as_ref()
+                    .and_then(|c| c.initial_fetch_timeout.as_ref());
+                rds_warming = match timeout {
+                    None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+                    Some(t) => Some(
+                        duration(t).map_err(|e| e.at("rds.config_source.initial_fetch_timeout"))?,
+                    )
+                    .filter(|d| !d.is_zero()),
+                };
                 RouteSource::Rds(ctx.rds.subscribe(&rds.route_config_name))
             }
             Some(RouteSpecifier::ScopedRoutes(_)) => {
@@ -166,6 +185,7 @@ impl HcmConfig {
             stat_prefix: p.stat_prefix.clone(),
             codec,
             routes,
+            rds_warming,
             filters,
             access_logs,
             headers: request_headers(p, ctx)?,
