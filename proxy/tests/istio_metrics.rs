@@ -9,6 +9,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use e2e::ProxyProcess;
+use support::pki::{Ca, STATIC, indent, istio_inbound, istio_mutual};
+
+mod support;
 
 const PROXY: &str = env!("CARGO_BIN_EXE_proxy");
 
@@ -299,23 +302,78 @@ fn header_echo_backend() -> u16 {
 const NODE_SLEEP: &str = "id: sidecar~10.244.1.5~sleep-7d4f.full~full.svc.cluster.local\n  metadata: {WORKLOAD_NAME: sleep, NAME: sleep-7d4f, NAMESPACE: full, CLUSTER_ID: Kubernetes, LABELS: {app: sleep, version: v1}}";
 const NODE_HTTPBIN: &str = "id: sidecar~10.244.1.6~httpbin-5c9d.full~full.svc.cluster.local\n  metadata: {WORKLOAD_NAME: httpbin, NAME: httpbin-5c9d, NAMESPACE: full, CLUSTER_ID: Kubernetes, LABELS: {app: httpbin, version: v2}}";
 
+/// The TLS pieces of one sidecar: its `default`/`ROOTCA` secrets (files in `dir`), and
+/// the transport socket YAML for its mTLS side.
+struct SidecarTls {
+    secrets: String,
+    transport: String,
+}
+
+fn sidecar_tls(dir: &Path, ca: &Ca, id: &str, inbound: bool) -> SidecarTls {
+    let name = id.rsplit('/').next().unwrap_or("leaf");
+    let (cert, key) = ca.leaf(id).write(dir, name);
+    let root = ca.write(dir, "root-cert.pem");
+    let secrets = format!(
+        "  - name: default\n    tls_certificate: {{certificate_chain: {{filename: {}}}, private_key: {{filename: {}}}}}\n  - name: ROOTCA\n    validation_context: {{trusted_ca: {{filename: {}}}}}\n",
+        cert.display(),
+        key.display(),
+        root.display()
+    );
+    let (kind, ctx) = if inbound {
+        (
+            "DownstreamTlsContext",
+            istio_inbound(&["istio-http/1.1", "h2", "http/1.1"], STATIC),
+        )
+    } else {
+        (
+            "UpstreamTlsContext",
+            istio_mutual(
+                &[SA_HTTPBIN],
+                &["istio-http/1.1", "istio", "http/1.1"],
+                STATIC,
+            ),
+        )
+    };
+    let transport = format!(
+        "transport_socket:\n  name: envoy.transport_sockets.tls\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{kind}\n{}",
+        indent(&ctx, 4)
+    );
+    SidecarTls { secrets, transport }
+}
+
+const SA_SLEEP: &str = "spiffe://cluster.local/ns/full/sa/sleep";
+const SA_HTTPBIN: &str = "spiffe://cluster.local/ns/full/sa/httpbin";
+
 /// A sidecar with one HTTP listener on `port` whose routes send `/details` to a cluster of
 /// `details` (an app without a sidecar: its workload is in the endpoint metadata, as istiod
 /// writes it) and everything else to `cluster` at `upstream`, with Istio's
-/// `istio.metadata_exchange` and `istio.stats` HTTP filters in the given direction.
+/// `istio.metadata_exchange` and `istio.stats` HTTP filters. An inbound sidecar requires
+/// mTLS on its listener; an outbound one originates it to `cluster`.
 fn mx_sidecar(
     node: &str,
-    direction: &str,
+    tls: &SidecarTls,
     port: u16,
     cluster: &str,
     upstream: u16,
     details: u16,
 ) -> String {
-    let mx = if direction == "OUTBOUND" {
-        "{upstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], upstream_propagation: [{istio_headers: {skip_external_clusters: true}}]}"
+    let inbound = tls.transport.contains("DownstreamTlsContext");
+    let (direction, mx, chain_tls, cluster_tls) = if inbound {
+        (
+            "INBOUND",
+            "{downstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], downstream_propagation: [{istio_headers: {}}]}",
+            indent(&tls.transport, 6),
+            String::new(),
+        )
     } else {
-        "{downstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], downstream_propagation: [{istio_headers: {}}]}"
+        (
+            "OUTBOUND",
+            "{upstream_discovery: [{istio_headers: {}}, {workload_discovery: {}}], upstream_propagation: [{istio_headers: {skip_external_clusters: true}}]}",
+            String::new(),
+            indent(&tls.transport, 4),
+        )
     };
+    let secrets = &tls.secrets;
     format!(
         r#"
 node:
@@ -323,7 +381,8 @@ node:
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
 static_resources:
-  listeners:
+  secrets:
+{secrets}  listeners:
   - name: mx_{port}
     traffic_direction: {direction}
     address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
@@ -350,10 +409,10 @@ static_resources:
             typed_config: {{"@type": type.googleapis.com/stats.PluginConfig}}
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
-  clusters:
+{chain_tls}  clusters:
   - name: "{cluster}"
     connect_timeout: 1s
-    load_assignment:
+{cluster_tls}    load_assignment:
       cluster_name: "{cluster}"
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
   - name: "outbound|9080||details.full.svc.cluster.local"
@@ -413,19 +472,25 @@ fn series(p: &ProxyProcess, want: &[&str], count: u32) -> String {
     }
 }
 
-/// Istio's HTTP metadata exchange between two sidecars: each side's `istio_requests_total`
-/// names the other workload, the exchange headers never reach either app, and a client
-/// outside the mesh learns nothing about the server.
+/// Istio's HTTP metadata exchange between two sidecars over mTLS: each side's
+/// `istio_requests_total` names the other workload and principal, the exchange headers never
+/// reach either app, and an upstream without a sidecar is named from its endpoint metadata.
+/// (A client that sends no exchange headers gets none back: a unit test of
+/// `http::peer_metadata`.)
 #[test]
 fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
     let app = header_echo_backend();
     let details = header_echo_backend();
     let (client_port, server_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("cluster.local");
+    let server_tls = sidecar_tls(dir.path(), &ca, SA_HTTPBIN, true);
+    let client_tls = sidecar_tls(dir.path(), &ca, SA_SLEEP, false);
     let server = ProxyProcess::start(
         Path::new(PROXY),
         &mx_sidecar(
             NODE_HTTPBIN,
-            "INBOUND",
+            &server_tls,
             server_port,
             "inbound|8000||",
             app,
@@ -438,7 +503,7 @@ fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
         Path::new(PROXY),
         &mx_sidecar(
             NODE_SLEEP,
-            "OUTBOUND",
+            &client_tls,
             client_port,
             "outbound|8000||httpbin.full.svc.cluster.local",
             server_port,
@@ -478,6 +543,10 @@ fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
         outbound.contains("destination_cluster=\"Kubernetes\""),
         "{outbound}"
     );
+    assert!(
+        outbound.contains(&format!("destination_principal=\"{SA_HTTPBIN}\"")),
+        "{outbound}"
+    );
     let inbound = series(
         &server,
         &[
@@ -496,18 +565,13 @@ fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
         "{inbound}"
     );
 
-    // Outside the mesh: a client without the headers gets none back and stays unknown.
-    let (head, _) = get(server_port, "/headers", "");
-    assert!(head.starts_with("http/1.1 200"), "{head}");
-    assert!(
-        !head.contains("x-envoy-peer-metadata"),
-        "leaked to a non-mesh client: {head}"
-    );
-    series(
-        &server,
-        &["reporter=\"destination\"", "source_workload=\"unknown\""],
-        1,
-    );
+    for label in [
+        format!("source_principal=\"{SA_SLEEP}\""),
+        format!("destination_principal=\"{SA_HTTPBIN}\""),
+        "connection_security_policy=\"mutual_tls\"".to_string(),
+    ] {
+        assert!(inbound.contains(&label), "{label} missing: {inbound}");
+    }
 
     // An upstream without a sidecar: its workload comes from the endpoint's metadata.
     let (head, body) = get(client_port, "/details", "");

@@ -203,6 +203,9 @@ pub struct Sent {
     /// The HTTP/1 connection, to return to the pool when the response ends.
     pub pooled: Option<PooledH1>,
     pub local: Option<SocketAddr>,
+    /// The URI SAN of the upstream's verified certificate (mTLS), for Istio's
+    /// `destination_principal`.
+    pub peer_principal: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -210,6 +213,7 @@ struct IdleH1 {
     sender: http1::SendRequest<RequestBody>,
     requests: u32,
     local: Option<SocketAddr>,
+    peer_principal: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -217,6 +221,15 @@ struct H2Conn {
     sender: http2::SendRequest<RequestBody>,
     requests: AtomicU32,
     local: Option<SocketAddr>,
+    peer_principal: Option<Arc<str>>,
+}
+
+/// A new upstream connection, before the HTTP handshake.
+struct Opened {
+    io: UpstreamIo,
+    local: Option<SocketAddr>,
+    peer_principal: Option<Arc<str>>,
+    handle: crate::upstream::connect::UpstreamHandle,
 }
 
 /// A checked-out HTTP/1 connection.
@@ -294,6 +307,7 @@ impl HostPool {
             response,
             pooled: None,
             local: conn.local,
+            peer_principal: conn.peer_principal.clone(),
         })
     }
 
@@ -322,6 +336,7 @@ impl HostPool {
 
     fn sent_h1(self: &Arc<Self>, response: Response<Incoming>, conn: IdleH1) -> Sent {
         let local = conn.local;
+        let peer_principal = conn.peer_principal.clone();
         Sent {
             response,
             pooled: Some(PooledH1 {
@@ -329,6 +344,7 @@ impl HostPool {
                 conn,
             }),
             local,
+            peer_principal,
         }
     }
 
@@ -341,7 +357,12 @@ impl HostPool {
             tokio::pin!(released);
             released.as_mut().enable();
             match self.open().await {
-                Ok((io, local, handle)) => {
+                Ok(Opened {
+                    io,
+                    local,
+                    peer_principal,
+                    handle,
+                }) => {
                     let (sender, conn) = http1::Builder::new()
                         .handshake(TokioIo::new(io))
                         .await
@@ -355,6 +376,7 @@ impl HostPool {
                         sender,
                         requests: 0,
                         local,
+                        peer_principal,
                     });
                 }
                 Err(e) if matches!(e.reason, ResetReason::Overflow) => {
@@ -388,6 +410,7 @@ impl HostPool {
             response,
             pooled: None,
             local: conn.local,
+            peer_principal: conn.peer_principal.clone(),
         })
     }
 
@@ -402,7 +425,12 @@ impl HostPool {
         if let Some(c) = self.take_h2_stream() {
             return Ok(c);
         }
-        let (io, local, handle) = self.open().await?;
+        let Opened {
+            io,
+            local,
+            peer_principal,
+            handle,
+        } = self.open().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))
@@ -417,6 +445,7 @@ impl HostPool {
             sender,
             requests: AtomicU32::new(1),
             local,
+            peer_principal,
         });
         self.h2.store(Some(c.clone()));
         Ok(c)
@@ -445,23 +474,28 @@ impl HostPool {
         }
     }
 
-    async fn open(
-        &self,
-    ) -> Result<
-        (
-            UpstreamIo,
-            Option<SocketAddr>,
-            crate::upstream::connect::UpstreamHandle,
-        ),
-        SendError,
-    > {
+    async fn open(&self) -> Result<Opened, SendError> {
         let upstream =
             connect_upstream(&self.cluster.cluster, self.host.clone(), self.alpn.as_ref())
                 .await
                 .map_err(connect_error)?;
         let local = upstream.io.local_addr();
+        let peer_principal = match &upstream.io {
+            UpstreamIo::Tls(tls) => tls
+                .info()
+                .peer_certificate
+                .as_ref()
+                .and_then(|c| c.uri_sans.first())
+                .map(|s| Arc::from(s.as_str())),
+            _ => None,
+        };
         let (io, _host, handle) = upstream.into_parts();
-        Ok((io, local, handle))
+        Ok(Opened {
+            io,
+            local,
+            peer_principal,
+            handle,
+        })
     }
 }
 

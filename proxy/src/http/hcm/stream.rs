@@ -164,7 +164,11 @@ fn report_istio(
             } else {
                 info.upstream.metadata.as_deref()
             },
-            principal: if inbound { downstream_principal } else { None },
+            principal: if inbound {
+                downstream_principal
+            } else {
+                info.upstream.peer_principal.as_deref()
+            },
         },
         local_principal: if inbound {
             tls.and_then(|t| t.local_uri_sans.first())

@@ -78,6 +78,8 @@ pub struct Forwarded {
 
 /// What the router did.
 #[derive(Debug)]
+// One per stream, moved once: boxing the response would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Upstream(Forwarded),
     Local(LocalReply),
@@ -350,6 +352,7 @@ impl Router {
         );
         ch.stats.record_status(status.as_u16());
         s.info.upstream.local = sent.local;
+        s.info.upstream.peer_principal = sent.peer_principal.clone();
         s.info.first_upstream_rx = Some(s.info.elapsed());
         Outcome::Upstream(Forwarded {
             response,
