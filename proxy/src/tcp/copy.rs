@@ -2,21 +2,28 @@
 //! an EOF on one side becomes a half-close (shutdown of writes) on the other, and the other
 //! direction keeps flowing until it ends too.
 //!
-//! One future polls both directions, so no stream is split. Data is read into a buffer on the
-//! stack and written straight out; only what the writer cannot take at once is kept on the
-//! heap. An idle connection therefore holds no copy buffers at all.
+//! One future polls both directions, so no stream is split. Small exchanges are read into a
+//! buffer on the stack and written straight out; only what the writer cannot take at once
+//! is kept on the heap. Bulk flows switch to a larger heap buffer, so each system call moves
+//! more. An idle connection holds no copy buffers at all.
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+use tokio_util::io::poll_read_buf;
 
-/// How much is read at once.
+/// How much is read at once into the stack buffer (every connection starts so).
 const READ_SIZE: usize = 32 * 1024;
+/// The heap buffer of a direction in bulk mode: reads and writes this large take a
+/// fraction of the system calls (Envoy reads and writes up to its 1 MiB watermark).
+const BULK_SIZE: usize = 256 * 1024;
 
 /// Which side bytes were read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +66,14 @@ pub struct Totals {
 
 #[derive(Default)]
 struct Direction {
-    /// Bytes read but not yet written.
-    pending: Vec<u8>,
-    pos: usize,
+    /// Bytes read but not yet written. Empty (no allocation) unless the writer pushed
+    /// back or the direction is in bulk mode, where reads land here directly.
+    buf: BytesMut,
+    /// A read filled the stack buffer: the flow is bulk, so read and write in
+    /// [`BULK_SIZE`] chunks until it turns quiet again.
+    bulk: bool,
+    /// Bytes read since the reader last had nothing to give.
+    burst: usize,
     read_done: bool,
     shut_down: bool,
     total: u64,
@@ -175,6 +187,11 @@ fn side_error(e: io::Error, reader_failed: bool, from: From) -> CopyError {
 
 /// Moves bytes from `reader` to `writer` until the reader ends and the writer is shut down.
 /// Errors carry whether the reader (true) or the writer (false) failed.
+///
+/// Small exchanges go through a stack buffer and never allocate. Once a read fills it, the
+/// direction switches to a heap buffer: reads land there directly, keep coming while the
+/// writer is busy (up to [`BULK_SIZE`]), and each write hands the writer all that is
+/// buffered. A burst smaller than the stack buffer frees the heap buffer again.
 fn poll_direction<R, W, O>(
     cx: &mut Context<'_>,
     dir: &mut Direction,
@@ -190,19 +207,24 @@ where
     O: Observer + ?Sized,
 {
     loop {
-        // Drain what is left over from a write the writer could not take at once.
-        while dir.pos < dir.pending.len() {
-            let n = ready!(Pin::new(&mut *writer).poll_write(cx, &dir.pending[dir.pos..]))
-                .map_err(|e| (e, false))?;
-            if n == 0 {
-                return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), false)));
+        // Hand the writer what is buffered; while it is busy, read ahead.
+        while !dir.buf.is_empty() {
+            match Pin::new(&mut *writer).poll_write(cx, &dir.buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), false)));
+                }
+                Poll::Ready(Ok(n)) => {
+                    dir.buf.advance(n);
+                    dir.need_flush = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err((e, false))),
+                Poll::Pending => {
+                    if dir.bulk {
+                        read_ahead(cx, dir, reader, from, observer, moved)?;
+                    }
+                    return Poll::Pending;
+                }
             }
-            dir.pos += n;
-            dir.need_flush = true;
-        }
-        if !dir.pending.is_empty() {
-            dir.pending = Vec::new();
-            dir.pos = 0;
         }
         if dir.read_done {
             if !dir.shut_down {
@@ -211,46 +233,118 @@ where
             }
             return Poll::Ready(Ok(()));
         }
-        let mut stack = [0u8; READ_SIZE];
-        let mut buf = ReadBuf::new(&mut stack);
-        match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
+        let read = if dir.bulk {
+            dir.buf.reserve(BULK_SIZE);
+            poll_read_buf(Pin::new(&mut *reader), cx, &mut dir.buf).map_err(|e| (e, true))
+        } else {
+            read_small(cx, dir, reader, writer)
+        };
+        match read {
             Poll::Pending => {
+                if dir.bulk && dir.burst < READ_SIZE {
+                    // Quiet again: give the memory back.
+                    dir.bulk = false;
+                    dir.buf = BytesMut::new();
+                }
+                dir.burst = 0;
                 if dir.need_flush {
                     ready!(Pin::new(&mut *writer).poll_flush(cx)).map_err(|e| (e, false))?;
                     dir.need_flush = false;
                 }
                 return Poll::Pending;
             }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err((e, true))),
-            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(0)) => dir.read_done = true,
+            Poll::Ready(Ok(n)) => dir.count(n, from, observer, moved),
         }
-        let data = buf.filled();
-        if data.is_empty() {
-            dir.read_done = true;
-            continue;
-        }
-        *moved = true;
-        dir.total += data.len() as u64;
-        observer.copied(from, data.len());
-        let mut written = 0;
-        while written < data.len() {
-            match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), false)));
-                }
-                Poll::Ready(Ok(n)) => {
-                    written += n;
-                    dir.need_flush = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err((e, false))),
-                Poll::Pending => {
-                    // Keep the rest until the writer has room again.
-                    dir.pending = data[written..].to_vec();
-                    dir.pos = 0;
-                    return Poll::Pending;
-                }
+    }
+}
+
+/// Reads into the stack buffer and writes straight out; what the writer does not take is
+/// kept in `dir.buf`. A full read switches the direction to bulk mode.
+fn read_small<R, W>(
+    cx: &mut Context<'_>,
+    dir: &mut Direction,
+    reader: &mut R,
+    writer: &mut W,
+) -> Poll<Result<usize, (io::Error, bool)>>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+    let mut buf = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf)).map_err(|e| (e, true))?;
+    let data = buf.filled();
+    if data.len() == READ_SIZE {
+        dir.bulk = true;
+    }
+    let mut written = 0;
+    while written < data.len() {
+        match Pin::new(&mut *writer).poll_write(cx, &data[written..]) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), false)));
+            }
+            Poll::Ready(Ok(n)) => {
+                written += n;
+                dir.need_flush = true;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err((e, false))),
+            Poll::Pending => {
+                // Keep the rest until the writer has room again (the caller's loop
+                // writes it, and its pending write registers for the wake-up).
+                dir.buf.extend_from_slice(&data[written..]);
+                break;
             }
         }
+    }
+    Poll::Ready(Ok(data.len()))
+}
+
+/// While the writer is busy, keeps reading into the bulk buffer until it holds
+/// [`BULK_SIZE`] or the reader has nothing more. The writer's pending write has registered
+/// the wake-up, so this may stop on data as well as on `Pending`.
+fn read_ahead<R, O>(
+    cx: &mut Context<'_>,
+    dir: &mut Direction,
+    reader: &mut R,
+    from: From,
+    observer: &O,
+    moved: &mut bool,
+) -> Result<(), (io::Error, bool)>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    O: Observer + ?Sized,
+{
+    while !dir.read_done && dir.buf.len() < BULK_SIZE {
+        dir.buf.reserve(BULK_SIZE - dir.buf.len());
+        match poll_read_buf(Pin::new(&mut *reader), cx, &mut dir.buf) {
+            Poll::Pending => {
+                dir.burst = 0;
+                break;
+            }
+            Poll::Ready(Err(e)) => return Err((e, true)),
+            Poll::Ready(Ok(0)) => dir.read_done = true,
+            Poll::Ready(Ok(n)) => dir.count(n, from, observer, moved),
+        }
+    }
+    Ok(())
+}
+
+// === impl Direction ===
+
+impl Direction {
+    fn count<O: Observer + ?Sized>(
+        &mut self,
+        n: usize,
+        from: From,
+        observer: &O,
+        moved: &mut bool,
+    ) {
+        *moved = true;
+        self.total += n as u64;
+        self.burst += n;
+        observer.copied(from, n);
     }
 }
 
@@ -318,6 +412,73 @@ mod tests {
             }
         );
         assert_eq!(counted.load(Ordering::Relaxed), 4_000_005);
+    }
+
+    /// Bulk both ways through pipes of odd, small capacities, so writes are partial and
+    /// the writer pushes back at every point of the stack, bulk and read-ahead paths.
+    #[tokio::test]
+    async fn bulk_survives_partial_writes_and_back_pressure_both_ways() {
+        let (mut client, mut a) = duplex(70_001);
+        let (mut b, mut server) = duplex(5_003);
+        let proxy = tokio::spawn(async move {
+            let observer = |_: From, _: usize| {};
+            copy_bidirectional(&mut a, &mut b, None, &observer).await
+        });
+        let up: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 256) as u8).collect();
+        let down: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 + 5) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let server_side = tokio::spawn(async move {
+            let (mut rd, mut wr) = tokio::io::split(&mut server);
+            let (got, ()) = tokio::join!(
+                async {
+                    let mut got = Vec::new();
+                    rd.read_to_end(&mut got).await.unwrap();
+                    got
+                },
+                async {
+                    // A slow reader on the other end: small writes with pauses.
+                    for chunk in down2.chunks(100_000) {
+                        wr.write_all(chunk).await.unwrap();
+                        tokio::task::yield_now().await;
+                    }
+                    wr.shutdown().await.unwrap();
+                }
+            );
+            got
+        });
+        let (mut rd, mut wr) = tokio::io::split(&mut client);
+        let (got_down, ()) = tokio::join!(
+            async {
+                let mut got = Vec::new();
+                let mut chunk = [0u8; 1000];
+                loop {
+                    let n = rd.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        break got;
+                    }
+                    got.extend_from_slice(&chunk[..n]);
+                }
+            },
+            async {
+                wr.write_all(&up2).await.unwrap();
+                wr.shutdown().await.unwrap();
+            }
+        );
+        let got_up = server_side.await.unwrap();
+        assert!(
+            got_up == up,
+            "client to server: {} of {} bytes, in order",
+            got_up.len(),
+            up.len()
+        );
+        assert!(
+            got_down == down,
+            "server to client: {} of {} bytes",
+            got_down.len(),
+            down.len()
+        );
+        let totals = proxy.await.unwrap().unwrap();
+        assert_eq!((totals.a_to_b, totals.b_to_a), (3_000_000, 2_000_000));
     }
 
     #[tokio::test(start_paused = true)]
