@@ -543,10 +543,12 @@ fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
         outbound.contains("destination_cluster=\"Kubernetes\""),
         "{outbound}"
     );
-    assert!(
-        outbound.contains(&format!("destination_principal=\"{SA_HTTPBIN}\"")),
-        "{outbound}"
-    );
+    for label in [
+        format!("destination_principal=\"{SA_HTTPBIN}\""),
+        format!("source_principal=\"{SA_SLEEP}\""),
+    ] {
+        assert!(outbound.contains(&label), "{label} missing: {outbound}");
+    }
     let inbound = series(
         &server,
         &[

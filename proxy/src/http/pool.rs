@@ -203,9 +203,15 @@ pub struct Sent {
     /// The HTTP/1 connection, to return to the pool when the response ends.
     pub pooled: Option<PooledH1>,
     pub local: Option<SocketAddr>,
-    /// The URI SAN of the upstream's verified certificate (mTLS), for Istio's
-    /// `destination_principal`.
-    pub peer_principal: Option<Arc<str>>,
+    /// The mTLS identities of the connection, for Istio's principal labels.
+    pub principals: Principals,
+}
+
+/// The URI SANs of an upstream TLS connection: the server's verified certificate and ours.
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    pub peer: Option<Arc<str>>,
+    pub local: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -213,7 +219,7 @@ struct IdleH1 {
     sender: http1::SendRequest<RequestBody>,
     requests: u32,
     local: Option<SocketAddr>,
-    peer_principal: Option<Arc<str>>,
+    principals: Principals,
 }
 
 #[derive(Debug)]
@@ -221,14 +227,14 @@ struct H2Conn {
     sender: http2::SendRequest<RequestBody>,
     requests: AtomicU32,
     local: Option<SocketAddr>,
-    peer_principal: Option<Arc<str>>,
+    principals: Principals,
 }
 
 /// A new upstream connection, before the HTTP handshake.
 struct Opened {
     io: UpstreamIo,
     local: Option<SocketAddr>,
-    peer_principal: Option<Arc<str>>,
+    principals: Principals,
     handle: crate::upstream::connect::UpstreamHandle,
 }
 
@@ -307,7 +313,7 @@ impl HostPool {
             response,
             pooled: None,
             local: conn.local,
-            peer_principal: conn.peer_principal.clone(),
+            principals: conn.principals.clone(),
         })
     }
 
@@ -336,7 +342,7 @@ impl HostPool {
 
     fn sent_h1(self: &Arc<Self>, response: Response<Incoming>, conn: IdleH1) -> Sent {
         let local = conn.local;
-        let peer_principal = conn.peer_principal.clone();
+        let principals = conn.principals.clone();
         Sent {
             response,
             pooled: Some(PooledH1 {
@@ -344,7 +350,7 @@ impl HostPool {
                 conn,
             }),
             local,
-            peer_principal,
+            principals,
         }
     }
 
@@ -360,7 +366,7 @@ impl HostPool {
                 Ok(Opened {
                     io,
                     local,
-                    peer_principal,
+                    principals,
                     handle,
                 }) => {
                     let (sender, conn) = http1::Builder::new()
@@ -376,7 +382,7 @@ impl HostPool {
                         sender,
                         requests: 0,
                         local,
-                        peer_principal,
+                        principals,
                     });
                 }
                 Err(e) if matches!(e.reason, ResetReason::Overflow) => {
@@ -410,7 +416,7 @@ impl HostPool {
             response,
             pooled: None,
             local: conn.local,
-            peer_principal: conn.peer_principal.clone(),
+            principals: conn.principals.clone(),
         })
     }
 
@@ -428,7 +434,7 @@ impl HostPool {
         let Opened {
             io,
             local,
-            peer_principal,
+            principals,
             handle,
         } = self.open().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -445,7 +451,7 @@ impl HostPool {
             sender,
             requests: AtomicU32::new(1),
             local,
-            peer_principal,
+            principals,
         });
         self.h2.store(Some(c.clone()));
         Ok(c)
@@ -480,20 +486,25 @@ impl HostPool {
                 .await
                 .map_err(connect_error)?;
         let local = upstream.io.local_addr();
-        let peer_principal = match &upstream.io {
-            UpstreamIo::Tls(tls) => tls
-                .info()
-                .peer_certificate
-                .as_ref()
-                .and_then(|c| c.uri_sans.first())
-                .map(|s| Arc::from(s.as_str())),
-            _ => None,
+        let principals = match &upstream.io {
+            UpstreamIo::Tls(tls) => {
+                let info = tls.info();
+                Principals {
+                    peer: info
+                        .peer_certificate
+                        .as_ref()
+                        .and_then(|c| c.uri_sans.first())
+                        .map(|s| Arc::from(s.as_str())),
+                    local: info.local_uri_sans.first().map(|s| Arc::from(s.as_str())),
+                }
+            }
+            _ => Principals::default(),
         };
         let (io, _host, handle) = upstream.into_parts();
         Ok(Opened {
             io,
             local,
-            peer_principal,
+            principals,
             handle,
         })
     }

@@ -286,8 +286,8 @@ pub struct UpstreamInfo {
     pub protocol: Option<Protocol>,
     /// The upstream host's endpoint metadata (`istio.workload` for Istio's labels).
     pub metadata: Option<Arc<Metadata>>,
-    /// The URI SAN of the upstream's verified certificate.
-    pub peer_principal: Option<Arc<str>>,
+    /// The URI SANs of the upstream mTLS connection (server's and ours).
+    pub principals: crate::http::pool::Principals,
 }
 
 /// Everything recorded about one stream.

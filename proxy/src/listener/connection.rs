@@ -255,7 +255,10 @@ fn report_tcp(
                 .map(String::as_str),
         )
     } else {
-        (report.upstream_principal.as_deref(), None)
+        (
+            report.upstream_principal.as_deref(),
+            report.upstream_local_principal.as_deref(),
+        )
     };
     let flags = match outcome {
         tcp::Outcome::NoRoute => "NR",

@@ -213,6 +213,7 @@ impl TcpProxy {
                 .peer_certificate
                 .as_ref()
                 .and_then(|c| c.uri_sans.first().cloned());
+            report.upstream_local_principal = tls.info().local_uri_sans.first().cloned();
             report.upstream_peer = Some(tls.peer_metadata());
         }
         let cstats = &handle.cluster().stats;
@@ -309,6 +310,8 @@ pub struct Report {
     pub host: Option<Arc<Host>>,
     /// The upstream's verified certificate URI SAN (mTLS).
     pub upstream_principal: Option<String>,
+    /// The URI SAN of the certificate we presented upstream.
+    pub upstream_local_principal: Option<String>,
     /// The upstream's metadata, when Istio's exchange ran.
     pub upstream_peer: Option<PeerMetadataSlot>,
     pub bytes: Bytes,

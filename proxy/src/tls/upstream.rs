@@ -66,6 +66,8 @@ struct Inner {
 struct ClientConfigs {
     base: Arc<ClientConfig>,
     overrides: Mutex<Vec<AlpnConfig>>,
+    /// The URI SANs of the certificate we present.
+    local_uri_sans: Vec<String>,
 }
 
 /// A config variant for one ALPN list.
@@ -315,6 +317,7 @@ impl UpstreamTls {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|der| cert::peer_certificate(der).ok()),
+            local_uri_sans: configs.local_uri_sans.clone(),
         };
         if let Some(stats) = &inner.stats {
             stats.handshake_done(&info.version, &info.cipher, true);
@@ -373,6 +376,11 @@ fn build(inner: &Inner, inputs: &Inputs) -> Result<ClientConfigs, NotReady> {
     Ok(ClientConfigs {
         base: Arc::new(base),
         overrides: Mutex::default(),
+        local_uri_sans: inputs
+            .certs
+            .first()
+            .map(|c| c.uri_sans.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -403,6 +411,8 @@ pub struct SessionInfo {
     pub cipher: String,
     /// The server's (verified) certificate.
     pub peer_certificate: Option<PeerCertificate>,
+    /// The URI SANs of the certificate we present (Istio's outbound `source_principal`).
+    pub local_uri_sans: Vec<String>,
 }
 
 /// An upstream TLS connection, with Istio's metadata exchange when it was negotiated.

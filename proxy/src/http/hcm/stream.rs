@@ -167,14 +167,14 @@ fn report_istio(
             principal: if inbound {
                 downstream_principal
             } else {
-                info.upstream.peer_principal.as_deref()
+                info.upstream.principals.peer.as_deref()
             },
         },
         local_principal: if inbound {
             tls.and_then(|t| t.local_uri_sans.first())
                 .map(String::as_str)
         } else {
-            None
+            info.upstream.principals.local.as_deref()
         },
         cluster: info.upstream.cluster.as_deref().unwrap_or(""),
         authority,

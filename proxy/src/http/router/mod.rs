@@ -352,7 +352,7 @@ impl Router {
         );
         ch.stats.record_status(status.as_u16());
         s.info.upstream.local = sent.local;
-        s.info.upstream.peer_principal = sent.peer_principal.clone();
+        s.info.upstream.principals = sent.principals.clone();
         s.info.first_upstream_rx = Some(s.info.elapsed());
         Outcome::Upstream(Forwarded {
             response,
