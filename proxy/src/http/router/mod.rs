@@ -71,10 +71,13 @@ pub struct Forwarded {
     pub slot: RequestSlot,
     pub cluster: Arc<ClusterHttp>,
     pub started: Instant,
+    /// When the route's timeout fires: it covers the response body too.
+    pub deadline: Option<Instant>,
 }
 
 /// What the router did.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // One per request, moved once: boxing would cost more.
 pub enum Outcome {
     Upstream(Forwarded),
     Local(LocalReply),
@@ -227,7 +230,11 @@ impl Router {
                     } else if attempt > 1 {
                         ch.stats.upstream_rq_retry_success.inc();
                     }
-                    return self.deliver(s, ch, weighted, *sent, slot, started, attempt);
+                    let mut out = self.deliver(s, ch, weighted, *sent, slot, started, attempt);
+                    if let Outcome::Upstream(f) = &mut out {
+                        f.deadline = deadlines.global;
+                    }
+                    return out;
                 }
                 Attempt::Failed(err) if err.no_healthy => {
                     return Outcome::Local(LocalReply::no_healthy_upstream());
@@ -350,6 +357,7 @@ impl Router {
             slot,
             cluster: ch,
             started,
+            deadline: None,
         })
     }
 

@@ -91,5 +91,6 @@ pub(super) async fn forward(
         slot,
         cluster: ch.clone(),
         started,
+        deadline: None,
     })
 }
