@@ -14,8 +14,11 @@
 //! Istio's metadata exchange when it happened, else from the endpoint's `istio.workload`
 //! metadata (outbound), else `unknown`. Principals come only from verified certificates.
 //!
-//! Not yet: TCP connections are reported when they close (Istio also reports the open and
-//! the bytes every 15 s while a connection lives); gRPC message counts.
+//! TCP connections are reported while they live, every [`TCP_REPORTING_DURATION`] (the
+//! open, and the bytes moved since the last report), and when they close, as Istio does.
+//!
+//! Not yet: `tcp_reporting_duration` from the plugin config (Istio's default applies);
+//! gRPC message counts.
 
 use std::sync::{Arc, OnceLock, PoisonError};
 
@@ -25,6 +28,9 @@ use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 use crate::conn::Direction;
 use crate::stats::Store;
 use crate::tls::PeerMetadata;
+
+/// How often a live TCP connection is reported: Istio's default `tcp_reporting_duration`.
+pub const TCP_REPORTING_DURATION: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The filter's config type.
 pub const TYPE_URL: &str = "type.googleapis.com/stats.PluginConfig";
@@ -92,11 +98,15 @@ pub struct TcpRecord<'a> {
     /// Whether the downstream side was mutual TLS (inbound).
     pub mutual_tls: bool,
     pub response_flags: &'a str,
-    /// Bytes the client sent (received by us) and bytes sent back to it.
+    /// Bytes the client sent (received by us) and bytes sent back to it, since the
+    /// connection's last report.
     pub received: u64,
     pub sent: u64,
-    /// Whether an upstream connection was established.
-    pub connected: bool,
+    /// Whether this report counts the connection as opened (its first report after the
+    /// upstream connection was established).
+    pub opened: bool,
+    /// Whether the connection has closed (its last report).
+    pub closed: bool,
 }
 
 /// The facts of one HTTP request when it completes.
@@ -277,8 +287,8 @@ impl IstioStats {
         &self.local
     }
 
-    /// Reports a closed TCP connection.
-    pub fn tcp_closed(&self, r: &TcpRecord<'_>) {
+    /// Reports a TCP connection: periodically while it lives, and when it closes.
+    pub fn tcp_report(&self, r: &TcpRecord<'_>) {
         let mut labels = self.peer_labels(
             r.direction,
             &r.peer,
@@ -318,10 +328,12 @@ impl IstioStats {
                 }
             }
         };
-        if r.connected {
+        if r.opened {
             series.opened.inc();
         }
-        series.closed.inc();
+        if r.closed {
+            series.closed.inc();
+        }
         // Istio's "sent" is what the reporting proxy sent on towards the destination.
         series.sent.add(r.received);
         series.received.add(r.sent);
@@ -652,7 +664,7 @@ mod tests {
             .into(),
             ..Default::default()
         };
-        stats.tcp_closed(&TcpRecord {
+        stats.tcp_report(&TcpRecord {
             direction: Direction::Outbound,
             peer: Peer {
                 exchanged: None,
@@ -665,7 +677,8 @@ mod tests {
             response_flags: "-",
             received: 11,
             sent: 22,
-            connected: true,
+            opened: true,
+            closed: true,
         });
         // A listener or cluster change prunes unheld stats; Istio's counters must survive it.
         store.prune();

@@ -593,3 +593,67 @@ fn http_metadata_exchange_labels_both_sides_and_stays_between_sidecars() {
         1,
     );
 }
+
+/// The value of `metric`'s sample, if the scrape has it.
+fn value(text: &str, metric: &str) -> Option<u64> {
+    sample(text, metric)?.rsplit(' ').next()?.parse().ok()
+}
+
+/// Istio reports a long-lived TCP connection every `tcp_reporting_duration` (5 s), not
+/// only when it closes: the open and the bytes show while it stays open, and the close
+/// adds only what is new.
+#[test]
+fn open_tcp_connections_are_reported_periodically() {
+    let upstream = echo();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = ProxyProcess::start(Path::new(PROXY), &bootstrap(port, upstream), &[]).unwrap();
+    let scrape = || e2e::http::get(p.admin, "/stats/prometheus").unwrap().1;
+    // Waits (past a report period or two) until the scrape shows `want`.
+    let wait_for = |want: (Option<u64>, Option<u64>, Option<u64>, Option<u64>)| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = scrape();
+            let seen = (
+                value(&text, "istio_tcp_connections_opened_total"),
+                value(&text, "istio_tcp_sent_bytes_total"),
+                value(&text, "istio_tcp_received_bytes_total"),
+                value(&text, "istio_tcp_connections_closed_total"),
+            );
+            if seen == want || Instant::now() > deadline {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut echo_back = |payload: &[u8]| {
+        s.write_all(payload).unwrap();
+        let mut back = vec![0u8; payload.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, payload);
+    };
+    echo_back(b"hello");
+    // Open: reported as opened with its bytes, not as closed.
+    assert_eq!(
+        wait_for((Some(1), Some(5), Some(5), Some(0))),
+        (Some(1), Some(5), Some(5), Some(0))
+    );
+    echo_back(b"world!");
+    assert_eq!(
+        wait_for((Some(1), Some(11), Some(11), Some(0))),
+        (Some(1), Some(11), Some(11), Some(0)),
+        "the bytes of a connection still open grow"
+    );
+    s.shutdown(Shutdown::Both).unwrap();
+    drop(s);
+    assert_eq!(
+        wait_for((Some(1), Some(11), Some(11), Some(1))),
+        (Some(1), Some(11), Some(11), Some(1)),
+        "the close counts once and adds no bytes twice"
+    );
+}

@@ -15,6 +15,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::hcm::StreamEnd;
+use super::local_reply::ResetReason;
 use super::pool::PooledH1;
 
 /// Why a body stopped early.
@@ -26,6 +27,8 @@ pub enum BodyError {
     Upstream(hyper::Error),
     #[error("stream idle timeout")]
     IdleTimeout,
+    #[error("upstream request timeout")]
+    RouteTimeout,
 }
 
 /// What the request side and the response side of one stream share.
@@ -289,6 +292,8 @@ pub enum ResponseKind {
         inner: Incoming,
         pooled: Option<PooledH1>,
         shared: Arc<StreamShared>,
+        /// The route's timeout: Envoy's covers the whole response.
+        deadline: Option<Instant>,
     },
 }
 
@@ -302,6 +307,8 @@ pin_project_lite::pin_project! {
         idle: Option<Sleep>,
         idle_timeout: Option<Duration>,
         deadline: Option<Instant>,
+        #[pin]
+        route_timer: Option<Sleep>,
         sent: u64,
         complete: bool,
         end: Option<StreamEnd>,
@@ -332,6 +339,7 @@ impl ResponseBody {
                 inner,
                 pooled,
                 shared,
+                ..
             } if inner.is_end_stream() => {
                 if let Some(p) = pooled.take().filter(|_| shared.request_done()) {
                     p.release();
@@ -345,6 +353,7 @@ impl ResponseBody {
             idle: None,
             idle_timeout,
             deadline: None,
+            route_timer: None,
             sent: 0,
             complete,
             end,
@@ -354,6 +363,18 @@ impl ResponseBody {
     /// A body with nothing to send and no books to close (tests, upgrades).
     pub fn empty() -> Self {
         Self::new(ResponseKind::Full(None), None, None)
+    }
+}
+
+/// Why an upstream response body failed, as Envoy names it: an HTTP/2 stream reset is a
+/// remote reset, a lost HTTP/2 connection a connection termination, and an HTTP/1 body cut
+/// short (closed or reset connection) a protocol error from the codec.
+fn reset_after_headers(e: &hyper::Error) -> ResetReason {
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>());
+    match h2 {
+        Some(h) if h.reason().is_some() => ResetReason::RemoteReset,
+        Some(_) => ResetReason::ConnectionTermination,
+        None => ResetReason::ProtocolError,
     }
 }
 
@@ -409,10 +430,24 @@ impl Body for ResponseBody {
                 inner,
                 pooled,
                 shared,
+                deadline,
             } => {
                 let frame = match Pin::new(&mut *inner).poll_frame(cx) {
                     Poll::Ready(f) => f,
                     Poll::Pending => {
+                        if let Some(at) = *deadline {
+                            if this.route_timer.as_mut().as_pin_mut().is_none() {
+                                this.route_timer.set(Some(tokio::time::sleep_until(at)));
+                            }
+                            if let Some(timer) = this.route_timer.as_mut().as_pin_mut()
+                                && timer.poll(cx).is_ready()
+                            {
+                                if let Some(end) = this.end.as_mut() {
+                                    end.response_timeout();
+                                }
+                                return Poll::Ready(Some(Err(BodyError::RouteTimeout)));
+                            }
+                        }
                         if poll_idle(this.idle.as_mut(), *this.idle_timeout, this.deadline, cx) {
                             if let Some(end) = this.end.as_mut() {
                                 end.idle_timeout();
@@ -441,7 +476,7 @@ impl Body for ResponseBody {
                     }
                     Some(Err(e)) => {
                         if let Some(end) = this.end.as_mut() {
-                            end.upstream_reset();
+                            end.upstream_reset(&reset_after_headers(&e));
                         }
                         Poll::Ready(Some(Err(BodyError::Upstream(e))))
                     }

@@ -54,7 +54,7 @@ impl ResetReason {
     }
 
     /// As Envoy writes it in response code details (`remote_connection_failure`).
-    fn detail(&self) -> &'static str {
+    pub fn detail(&self) -> &'static str {
         match self {
             Self::ConnectionFailure(_) => "remote_connection_failure",
             Self::ConnectionTimeout => "connection_timeout",
@@ -150,8 +150,14 @@ impl LocalReply {
                 reason.detail()
             ),
         };
+        // Envoy 1.40 answers an upstream protocol error (e.g. too many response headers)
+        // with 502, every other reset with 503.
+        let status = match reason {
+            ResetReason::ProtocolError => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
         Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
+            status,
             body: Bytes::from(format!("{lead}{}", reason.text())),
             details: Cow::Owned(details),
             flag: Some(reason.flag()),
@@ -179,6 +185,17 @@ impl LocalReply {
             "stream timeout",
             "stream_idle_timeout",
             Some(ResponseFlag::StreamIdleTimeout),
+        )
+    }
+
+    /// 408 `request header timeout`: `request_headers_timeout` fired before the request's
+    /// headers were complete (no response flag, as in Envoy).
+    pub fn request_header_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request header timeout",
+            "request_header_timeout",
+            None,
         )
     }
 
@@ -210,6 +227,14 @@ impl LocalReply {
             "http1.headers_too_large",
             Some(ResponseFlag::DownstreamProtocolError),
         )
+    }
+
+    /// 431 for more headers than `max_headers_count`.
+    pub fn too_many_headers() -> Self {
+        Self {
+            details: Cow::Borrowed("http1.too_many_headers"),
+            ..Self::headers_too_large()
+        }
     }
 
     /// 403 for an upgrade the route or HCM does not allow.

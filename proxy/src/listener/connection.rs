@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -195,6 +194,18 @@ async fn run_terminal(
         }
         Terminal::TcpProxy(proxy) => {
             let mut report = tcp::Report::default();
+            if chain.istio_stats
+                && let Some(telemetry) = IstioStats::get()
+            {
+                // Istio reports a live connection every tcp_reporting_duration.
+                let (downstream, peer) = (downstream.clone(), downstream_peer.clone());
+                report.periodic = Some(tcp::Periodic {
+                    every: crate::istio_stats::TCP_REPORTING_DURATION,
+                    report: Arc::new(move |report: &tcp::Report| {
+                        report_tcp(telemetry, &downstream, peer.as_ref(), "-", report, false);
+                    }),
+                });
+            }
             let clusters = manager.clusters();
             let outcome = if chain.rbac.is_empty() {
                 proxy
@@ -211,12 +222,18 @@ async fn run_terminal(
             if chain.istio_stats
                 && let Some(telemetry) = IstioStats::get()
             {
+                let flags = match &outcome {
+                    tcp::Outcome::NoRoute => "NR",
+                    tcp::Outcome::ConnectFailed(e) => e.response_flag(),
+                    _ => "-",
+                };
                 report_tcp(
                     telemetry,
                     downstream,
                     downstream_peer.as_ref(),
-                    &outcome,
+                    flags,
                     &report,
+                    true,
                 );
             }
         }
@@ -228,13 +245,15 @@ async fn run_terminal(
     }
 }
 
-/// Reports a finished tcp_proxy connection in Istio's TCP metrics.
+/// Reports a tcp_proxy connection in Istio's TCP metrics: what changed since the last
+/// report, and whether it has closed.
 fn report_tcp(
     telemetry: &IstioStats,
     downstream: &Downstream,
     downstream_peer: Option<&PeerMetadataSlot>,
-    outcome: &tcp::Outcome,
+    flags: &str,
     report: &tcp::Report,
+    closed: bool,
 ) {
     let inbound = downstream.direction == Direction::Inbound;
     let peer_slot = if inbound {
@@ -260,13 +279,9 @@ fn report_tcp(
             report.upstream_local_principal.as_deref(),
         )
     };
-    let flags = match outcome {
-        tcp::Outcome::NoRoute => "NR",
-        tcp::Outcome::ConnectFailed(e) => e.response_flag(),
-        _ => "-",
-    };
+    let (opened, received, sent) = report.reported.take(report.connected, &report.bytes);
     let cluster = report.cluster.as_deref().unwrap_or("");
-    telemetry.tcp_closed(&TcpRecord {
+    telemetry.tcp_report(&TcpRecord {
         direction: downstream.direction,
         peer: Peer {
             exchanged: exchanged.as_ref(),
@@ -281,9 +296,10 @@ fn report_tcp(
         cluster,
         mutual_tls: inbound && downstream_principal.is_some(),
         response_flags: flags,
-        received: report.bytes.received.load(Ordering::Relaxed),
-        sent: report.bytes.sent.load(Ordering::Relaxed),
-        connected: report.connected,
+        received,
+        sent,
+        opened,
+        closed,
     });
 }
 

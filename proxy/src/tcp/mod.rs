@@ -4,7 +4,8 @@ pub mod access_log;
 pub mod copy;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -222,9 +223,22 @@ impl TcpProxy {
         cstats.upstream_rq_active.inc();
         host.stats.rq_total.fetch_add(1, Ordering::Relaxed);
         host.stats.rq_active.fetch_add(1, Ordering::Relaxed);
-        let outcome = self
-            .proxy(downstream, &mut up_io, cstats, &report.bytes)
-            .await;
+        let report: &Report = report;
+        let copy = self.proxy(downstream, &mut up_io, cstats, &report.bytes);
+        let outcome = match &report.periodic {
+            Some(periodic) => {
+                tokio::pin!(copy);
+                let first = tokio::time::Instant::now() + periodic.every;
+                let mut tick = tokio::time::interval_at(first, periodic.every);
+                loop {
+                    tokio::select! {
+                        outcome = &mut copy => break outcome,
+                        _ = tick.tick() => (periodic.report)(report),
+                    }
+                }
+            }
+            None => copy.await,
+        };
         host.stats.rq_active.fetch_sub(1, Ordering::Relaxed);
         cstats.upstream_rq_active.dec();
         outcome
@@ -315,6 +329,52 @@ pub struct Report {
     /// The upstream's metadata, when Istio's exchange ran.
     pub upstream_peer: Option<PeerMetadataSlot>,
     pub bytes: Bytes,
+    /// What telemetry has reported so far (for periodic reports' deltas).
+    pub reported: Reported,
+    /// Called every so often while the connection proxies (Istio's TCP metrics).
+    pub periodic: Option<Periodic>,
+}
+
+/// What periodic telemetry has already counted of a connection.
+#[derive(Debug, Default)]
+pub struct Reported {
+    pub opened: AtomicBool,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+}
+
+// === impl Reported ===
+
+impl Reported {
+    /// Whether the open is still to be reported (true once), and the bytes received and
+    /// sent since the last call.
+    pub fn take(&self, connected: bool, bytes: &Bytes) -> (bool, u64, u64) {
+        let opened = connected && !self.opened.swap(true, Ordering::AcqRel);
+        let received = bytes.received.load(Ordering::Relaxed);
+        let sent = bytes.sent.load(Ordering::Relaxed);
+        let prev_received = self.received.swap(received, Ordering::AcqRel);
+        let prev_sent = self.sent.swap(sent, Ordering::AcqRel);
+        (
+            opened,
+            received.saturating_sub(prev_received),
+            sent.saturating_sub(prev_sent),
+        )
+    }
+}
+
+/// A report made every `every` while a connection proxies.
+#[derive(Clone)]
+pub struct Periodic {
+    pub every: Duration,
+    pub report: Arc<dyn Fn(&Report) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Periodic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Periodic")
+            .field("every", &self.every)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bytes moved, counted as they move.

@@ -109,26 +109,44 @@ impl ControlPlane {
         version: &str,
         resources: Vec<Resource>,
     ) -> Verdict {
-        self.next_nonce += 1;
-        let nonce = format!("push-{}", self.next_nonce);
-        self.server
-            .push_ads_sotw(sotw_response(t, version, &nonce, &resources))
-            .unwrap();
-        if !version.starts_with("bad") {
-            self.snapshot
-                .lock()
-                .unwrap()
-                .insert(t, (version.to_string(), resources));
+        self.push_all(vec![(t, version, resources)]).await.remove(0)
+    }
+
+    /// Pushes several updates back to back (as a control plane follows a cluster update
+    /// with its endpoints), then waits for the client's verdict on each, in order.
+    pub async fn push_all(
+        &mut self,
+        pushes: Vec<(ResourceType, &str, Vec<Resource>)>,
+    ) -> Vec<Verdict> {
+        let mut nonces = Vec::new();
+        for (t, version, resources) in pushes {
+            self.next_nonce += 1;
+            let nonce = format!("push-{}", self.next_nonce);
+            self.server
+                .push_ads_sotw(sotw_response(t, version, &nonce, &resources))
+                .unwrap();
+            if !version.starts_with("bad") {
+                self.snapshot
+                    .lock()
+                    .unwrap()
+                    .insert(t, (version.to_string(), resources));
+            }
+            nonces.push(nonce);
         }
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; nonces.len()];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
+        while verdicts.iter().any(Option::is_none) {
             let next = tokio::time::timeout_at(deadline, self.verdicts.recv()).await;
             match next {
-                Ok(Some((n, verdict))) if n == nonce => return verdict,
-                Ok(Some(_)) => {}
-                _ => panic!("no ACK or NACK for {nonce}"),
+                Ok(Some((n, verdict))) => {
+                    if let Some(i) = nonces.iter().position(|x| *x == n) {
+                        verdicts[i] = Some(verdict);
+                    }
+                }
+                _ => panic!("no ACK or NACK for some of {nonces:?}: {verdicts:?}"),
             }
         }
+        verdicts.into_iter().flatten().collect()
     }
 }
 

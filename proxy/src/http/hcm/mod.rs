@@ -6,15 +6,18 @@ pub mod config;
 mod io;
 mod stream;
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager as HcmProto;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +105,27 @@ struct Conn {
     /// Milliseconds since `opened` when the last stream ended.
     idle_since: AtomicU64,
     opened: Instant,
+    /// HTTP/1's header clock: whether it runs on this connection, and milliseconds since
+    /// `opened` plus one when the first byte of a request arrived with no stream open (0:
+    /// no request is arriving). Envoy's stream exists from that byte, so its request
+    /// header, stream idle and request timers run from there.
+    header_clock: AtomicBool,
+    header_started: AtomicU64,
+    /// Wakes the serve loop when `header_started` is set.
+    header_notify: Notify,
+    /// A header timeout's raw HTTP/1 reply, for the reader to write in hyper's place.
+    header_reply: Mutex<Option<Bytes>>,
+}
+
+/// Which of Envoy's stream timers fired while a request's headers were still arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderTimeout {
+    /// `request_headers_timeout`: 408 `request header timeout`.
+    Headers,
+    /// `stream_idle_timeout`: 408 `stream timeout`, `SI`.
+    StreamIdle,
+    /// `request_timeout`: 408 `request timeout`.
+    Request,
 }
 
 // === impl HttpConnectionManager ===
@@ -185,6 +209,10 @@ impl HttpConnectionManager {
             active: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             opened: Instant::now(),
+            header_clock: AtomicBool::new(cfg_h1_clock(&hcm.config, h2_alpn)),
+            header_started: AtomicU64::new(0),
+            header_notify: Notify::new(),
+            header_reply: Mutex::new(None),
         });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let cfg = &hcm.config;
@@ -192,12 +220,18 @@ impl HttpConnectionManager {
             .http1()
             .timer(TokioTimer::new())
             .max_buf_size((cfg.max_request_headers_bytes + 4096).max(8192))
-            .max_headers(cfg.max_headers_count)
-            .header_read_timeout(cfg.request_headers_timeout);
+            // Headroom for our own count check, which answers like Envoy (hyper's 431 has no body).
+            .max_headers(cfg.max_headers_count * 2 + 16)
+            // Hyper's own timer would also run on idle keep-alive connections and close
+            // without a response; the connection's header clock replaces it.
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(cfg.max_request_headers_bytes).unwrap_or(u32::MAX))
+            // Headroom for our own size check, which resets the stream like Envoy.
+            .max_header_list_size(
+                u32::try_from(cfg.max_request_headers_bytes * 2 + 16 * 1024).unwrap_or(u32::MAX),
+            )
             .max_concurrent_streams(cfg.h2_max_concurrent_streams.or(Some(1024)))
             .initial_stream_window_size(cfg.h2_initial_stream_window)
             .initial_connection_window_size(cfg.h2_initial_connection_window);
@@ -211,13 +245,16 @@ impl HttpConnectionManager {
             let conn = conn.clone();
             hyper::service::service_fn(move |req| {
                 let conn = conn.clone();
-                async move { Ok::<_, Infallible>(conn.handle(req).await) }
+                async move { conn.handle(req).await }
             })
         };
         let io = io::Counted::new(
             io,
             stats.downstream_cx_rx_bytes_total.clone(),
             stats.downstream_cx_tx_bytes_total.clone(),
+            conn.header_clock
+                .load(Ordering::Acquire)
+                .then(|| conn.clone()),
         );
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
@@ -227,6 +264,7 @@ impl HttpConnectionManager {
         loop {
             let idle_check = conn.idle_deadline(cfg.idle_timeout);
             let drain_deadline = drained_at.map(|t| t + cfg.drain_timeout);
+            let header_deadline = conn.header_deadline();
             tokio::select! {
                 r = connection.as_mut() => {
                     if let Err(e) = r {
@@ -236,6 +274,12 @@ impl HttpConnectionManager {
                         }
                     }
                     break;
+                }
+                _ = conn.header_notify.notified() => {}
+                _ = tokio::time::sleep_until(header_deadline.map_or(far, |(at, _, _)| at)), if header_deadline.is_some() => {
+                    if let Some((_, started, which)) = header_deadline {
+                        conn.header_timed_out(started, which);
+                    }
                 }
                 _ = drain.cancelled(), if drained_at.is_none() => {
                     drained_at = Some(Instant::now());
@@ -277,6 +321,15 @@ impl HttpConnectionManager {
     }
 }
 
+/// Whether a connection's requests may be HTTP/1 (and so get the header clock).
+fn cfg_h1_clock(cfg: &HcmConfig, h2_alpn: bool) -> bool {
+    match cfg.codec {
+        Codec::Http2 => false,
+        Codec::Auto => !h2_alpn,
+        Codec::Http1 => true,
+    }
+}
+
 // === impl Conn ===
 
 impl Conn {
@@ -299,9 +352,76 @@ impl Conn {
 
     fn is_idle(&self, idle: Option<Duration>) -> bool {
         self.active.load(Ordering::Acquire) == 0
+            && self.header_started.load(Ordering::Acquire) == 0
             && self
                 .idle_deadline(idle)
                 .is_some_and(|d| d <= Instant::now())
+    }
+
+    /// The reader saw request bytes: with no stream open they start a request, and its
+    /// timers.
+    fn request_bytes_arrived(&self) {
+        if self.header_clock.load(Ordering::Acquire)
+            && self.active.load(Ordering::Acquire) == 0
+            && self.header_started.load(Ordering::Acquire) == 0
+        {
+            let now = self.opened.elapsed().as_millis() as u64 + 1;
+            self.header_started.store(now, Ordering::Release);
+            self.header_notify.notify_one();
+        }
+    }
+
+    /// The request's headers are complete: its header clock stops.
+    fn headers_complete(&self) {
+        self.header_started.store(0, Ordering::Release);
+    }
+
+    /// An HTTP/2 connection: streams begin with whole HEADERS frames.
+    fn stop_header_clock(&self) {
+        self.header_clock.store(false, Ordering::Release);
+        self.header_started.store(0, Ordering::Release);
+    }
+
+    /// When the first of the request's timers fires, the clock value it belongs to, and
+    /// which timer it is.
+    fn header_deadline(&self) -> Option<(Instant, u64, HeaderTimeout)> {
+        let started = self.header_started.load(Ordering::Acquire);
+        if started == 0 {
+            return None;
+        }
+        let cfg = &self.hcm.config;
+        let at = self.opened + Duration::from_millis(started - 1);
+        [
+            (cfg.request_headers_timeout, HeaderTimeout::Headers),
+            (cfg.stream_idle_timeout, HeaderTimeout::StreamIdle),
+            (cfg.request_timeout, HeaderTimeout::Request),
+        ]
+        .into_iter()
+        .filter_map(|(d, which)| Some((at + d?, started, which)))
+        .min_by_key(|(at, _, _)| *at)
+    }
+
+    /// A timer fired before the request's headers were complete: the reader writes the
+    /// 408 in hyper's place and closes the connection, as Envoy does.
+    fn header_timed_out(self: &Arc<Self>, started: u64, which: HeaderTimeout) {
+        if self.header_started.load(Ordering::Acquire) != started
+            || self.active.load(Ordering::Acquire) != 0
+        {
+            return;
+        }
+        self.stop_header_clock();
+        let reply = self.header_timeout_reply(which);
+        *self
+            .header_reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reply);
+    }
+
+    fn take_header_reply(&self) -> Option<Bytes> {
+        self.header_reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     fn stream_ended(&self) {

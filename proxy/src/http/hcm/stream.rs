@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, LOCATION, SERVER};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -14,14 +15,14 @@ use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use super::config::{HcmConfig, ServerHeader};
-use super::{Conn, Hcm};
+use super::{Conn, Hcm, HeaderTimeout};
 use crate::http::body::{ResponseBody, ResponseKind, StreamShared};
 use crate::http::filter::AlpnOverrides;
 use crate::http::filter::{AuthzDecision, AuthzRequest, HttpFilter};
 use crate::http::format::{Context, Headers};
 use crate::http::headers::Classified;
 use crate::http::headers::{X_FORWARDED_PROTO, X_REQUEST_ID};
-use crate::http::local_reply::LocalReply;
+use crate::http::local_reply::{LocalReply, ResetReason};
 use crate::http::path::Normalized;
 use crate::http::pool::{ClusterHttp, RequestSlot};
 use crate::http::route::action::port_start;
@@ -33,6 +34,12 @@ use crate::http::stream_info::{Captured, HeaderView, Protocol, ResponseFlag, Str
 use crate::upstream::lb;
 
 const X_FORWARDED_PORT: http::HeaderName = http::HeaderName::from_static("x-forwarded-port");
+
+/// A stream the connection manager resets instead of answering: hyper sends HTTP/2's
+/// RST_STREAM (INTERNAL_ERROR), as Envoy's codec does.
+#[derive(Debug, thiserror::Error)]
+#[error("stream reset: request headers over the limits")]
+pub struct StreamReset;
 
 /// Closes a stream's books when dropped: response stats, upstream request time, the
 /// circuit breaker slot, and the access logs.
@@ -46,6 +53,11 @@ pub struct StreamEnd {
     sent: u64,
     /// HEAD responses have no body to finish.
     head: bool,
+    /// The proxy reset the stream (upstream reset or timeout mid-response), so an
+    /// unfinished body is not the client's doing.
+    reset_by_proxy: bool,
+    /// The stream is reset instead of answered (HTTP/2 headers over the limits).
+    reset_stream: bool,
 }
 
 // === impl StreamEnd ===
@@ -63,16 +75,31 @@ impl StreamEnd {
         self.conn.hcm.stats.downstream_rq_idle_timeout.inc();
     }
 
-    /// The upstream reset the stream after the response started.
-    pub fn upstream_reset(&mut self) {
-        self.info
-            .flags
-            .set(ResponseFlag::UpstreamConnectionTermination);
+    /// The upstream reset the stream after the response started: Envoy resets the
+    /// downstream stream and logs the reset's reason, not a downstream disconnect.
+    pub fn upstream_reset(&mut self, reason: &ResetReason) {
+        self.info.flags.set(reason.flag());
+        self.info.details = format!(
+            "upstream_reset_after_response_started{{{}}}",
+            reason.detail()
+        )
+        .into();
+        self.reset_by_proxy = true;
         self.conn
             .hcm
             .stats
             .rq_reset_after_downstream_response_started
             .inc();
+    }
+
+    /// The route's timeout fired while the response body was streaming (`UT`).
+    pub fn response_timeout(&mut self) {
+        self.info.flags.set(ResponseFlag::UpstreamRequestTimeout);
+        self.info.details = "response_timeout".into();
+        self.reset_by_proxy = true;
+        if let Some((ch, _, _)) = &self.upstream {
+            ch.stats.upstream_rq_timeout.inc();
+        }
     }
 }
 
@@ -88,7 +115,9 @@ impl Drop for StreamEnd {
         if self.shared.request_done() && info.request_done.is_none() {
             info.request_done = Some(elapsed);
         }
-        if !self.complete && !self.head {
+        if self.reset_by_proxy {
+            stats.downstream_rq_tx_reset.inc();
+        } else if !self.complete && !self.head {
             info.flags
                 .set(ResponseFlag::DownstreamConnectionTermination);
             stats.downstream_rq_rx_reset.inc();
@@ -231,11 +260,15 @@ struct Ready {
 // === impl Conn ===
 
 impl Conn {
-    /// Serves one request.
-    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    /// Serves one request, or resets it.
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, StreamReset> {
         let protocol = Protocol::from_version(req.version());
         self.count_request(protocol);
         self.active.fetch_add(1, Ordering::AcqRel);
+        self.headers_complete();
         let mut end = StreamEnd {
             conn: self.clone(),
             info: StreamInfo::new(protocol, self.downstream.peer),
@@ -244,9 +277,72 @@ impl Conn {
             complete: false,
             sent: 0,
             head: req.method() == http::Method::HEAD,
+            reset_by_proxy: false,
+            reset_stream: false,
         };
         let (request_id, ready) = self.process(req, &mut end).await;
-        self.respond(ready, request_id, end)
+        if end.reset_stream {
+            return Err(StreamReset);
+        }
+        Ok(self.respond(ready, request_id, end))
+    }
+
+    /// A stream whose headers never completed ends in a 408 local reply: counted and
+    /// access-logged like Envoy's stream, and returned as the raw HTTP/1.1 response (with
+    /// `connection: close`) for the reader to write.
+    pub(super) fn header_timeout_reply(self: &Arc<Self>, which: HeaderTimeout) -> Bytes {
+        let stats = &self.hcm.stats;
+        let reply = match which {
+            HeaderTimeout::Headers => {
+                stats.downstream_rq_header_timeout.inc();
+                LocalReply::request_header_timeout()
+            }
+            HeaderTimeout::StreamIdle => {
+                stats.downstream_rq_idle_timeout.inc();
+                LocalReply::stream_idle_timeout()
+            }
+            HeaderTimeout::Request => {
+                stats.downstream_rq_timeout.inc();
+                LocalReply::request_timeout()
+            }
+        };
+        self.count_request(Protocol::Http11);
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let mut end = StreamEnd {
+            conn: self.clone(),
+            info: StreamInfo::new(Protocol::Http11, self.downstream.peer),
+            shared: Arc::new(StreamShared::default()),
+            upstream: None,
+            complete: true,
+            sent: 0,
+            head: false,
+            reset_by_proxy: false,
+            reset_stream: false,
+        };
+        let status = reply.status;
+        let body = reply.body.clone();
+        local(&mut end, reply);
+        end.info.response_code = Some(status.as_u16());
+        end.sent = body.len() as u64;
+        let cfg = &self.hcm.config;
+        let mut raw = format!(
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\ndate: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            http_date(std::time::SystemTime::now()),
+        );
+        if !matches!(cfg.server_header, ServerHeader::PassThrough)
+            && let Ok(name) = cfg.server_name.to_str()
+        {
+            raw.push_str(&format!("server: {name}\r\n"));
+        }
+        raw.push_str("connection: close\r\n\r\n");
+        let mut out = Vec::with_capacity(raw.len() + body.len());
+        out.extend_from_slice(raw.as_bytes());
+        out.extend_from_slice(&body);
+        drop(end);
+        Bytes::from(out)
     }
 
     fn count_request(&self, protocol: Protocol) {
@@ -388,8 +484,37 @@ impl Conn {
             return Err((None, local(end, reply)));
         };
         parts.headers.remove(HOST);
-        if header_bytes(&parts.headers) + authority.len() > cfg.max_request_headers_bytes {
-            return Err((None, local(end, LocalReply::headers_too_large())));
+        let too_many = parts.headers.len() + 1 > cfg.max_headers_count;
+        if too_many
+            || header_bytes(&parts.headers) + authority.len() > cfg.max_request_headers_bytes
+        {
+            if end.info.protocol == Protocol::Http2 {
+                // Envoy's HTTP/2 codec resets the stream (INTERNAL_ERROR), no response.
+                let details = if too_many {
+                    "http2.too_many_headers"
+                } else {
+                    "http2.header_list_size_too_large"
+                };
+                let reset = LocalReply::new(
+                    StatusCode::OK,
+                    "",
+                    details,
+                    Some(ResponseFlag::DownstreamRemoteReset),
+                );
+                end.reset_stream = true;
+                end.complete = true;
+                hcm.stats.downstream_rq_rx_reset.inc();
+                return Err((None, local(end, reset)));
+            }
+            // HTTP/1: 431, and the connection closes after it.
+            self.draining.store(true, Ordering::Release);
+            hcm.stats.downstream_cx_protocol_error.inc();
+            let reply = if too_many {
+                LocalReply::too_many_headers()
+            } else {
+                LocalReply::headers_too_large()
+            };
+            return Err((None, local(end, reply)));
         }
         let classified =
             cfg.headers
@@ -598,6 +723,7 @@ impl Conn {
                         inner,
                         pooled: f.pooled,
                         shared: end.shared.clone(),
+                        deadline: f.deadline,
                     },
                     upstream: Some((f.cluster, f.slot, f.started)),
                     idle,
@@ -726,4 +852,22 @@ fn normalize_host(cfg: &HcmConfig, authority: &mut String, listener_port: u16) {
             authority.truncate(i);
         }
     }
+}
+
+/// An IMF-fixdate (`Mon, 23 Nov 2026 18:01:45 GMT`), as HTTP's `date` header has it.
+fn http_date(t: std::time::SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let days = secs.div_euclid(86_400);
+    let ((year, month, day), (h, m, sec)) = crate::proto::utc_parts(secs);
+    format!(
+        "{}, {day:02} {} {year} {h:02}:{m:02}:{sec:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1).clamp(0, 11) as usize],
+    )
 }

@@ -74,6 +74,8 @@ pub struct Forwarded {
     pub slot: RequestSlot,
     pub cluster: Arc<ClusterHttp>,
     pub started: Instant,
+    /// When the route's timeout fires: it covers the response body too.
+    pub deadline: Option<Instant>,
 }
 
 /// What the router did.
@@ -235,7 +237,11 @@ impl Router {
                     } else if attempt > 1 {
                         ch.stats.upstream_rq_retry_success.inc();
                     }
-                    return self.deliver(s, ch, weighted, *sent, slot, started, attempt);
+                    let mut out = self.deliver(s, ch, weighted, *sent, slot, started, attempt);
+                    if let Outcome::Upstream(f) = &mut out {
+                        f.deadline = deadlines.global;
+                    }
+                    return out;
                 }
                 Attempt::Failed(err) if err.no_healthy => {
                     return Outcome::Local(LocalReply::no_healthy_upstream());
@@ -360,6 +366,7 @@ impl Router {
             slot,
             cluster: ch,
             started,
+            deadline: None,
         })
     }
 

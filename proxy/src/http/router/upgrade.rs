@@ -93,5 +93,6 @@ pub(super) async fn forward(
         slot,
         cluster: ch.clone(),
         started,
+        deadline: None,
     })
 }
