@@ -453,6 +453,14 @@ async fn burst_of_xds_updates_under_traffic_fails_no_request() {
             "{}: failed requests",
             bin.display()
         );
+        // A drained keep-alive connection is closed after a response saying so, never
+        // while idle, where a request already on its way would be lost.
+        assert_eq!(
+            http_retried,
+            0,
+            "{}: requests met a connection closed under them",
+            bin.display()
+        );
         assert!(
             http_ok > 20 && tcp_ok > 20,
             "{}: too little traffic",

@@ -99,6 +99,9 @@ struct Conn {
     hcm: Arc<Hcm>,
     downstream: Downstream,
     draining: AtomicBool,
+    /// The listener drains this connection's filter chain; HTTP/1 connections stop at
+    /// their next response, as Envoy's drain decision is made when a response goes out.
+    listener_draining: AtomicBool,
     /// 0 until the first request, then 1 (HTTP/1) or 2 (HTTP/2).
     protocol: AtomicU8,
     active: AtomicUsize,
@@ -188,8 +191,9 @@ impl HttpConnectionManager {
     }
 
     /// Serves a downstream connection until it closes. Cancelling `drain` drains it:
-    /// no new requests, HTTP/1 responses say `connection: close`, HTTP/2 gets a GOAWAY, and
-    /// after `drain_timeout` what is left is closed.
+    /// HTTP/2 gets a GOAWAY (and after `drain_timeout` what is left is closed), HTTP/1's next
+    /// response says `connection: close`; the listener closes what is left when its drain
+    /// time ends.
     pub async fn serve(&self, io: DownstreamIo, downstream: Downstream, drain: CancellationToken) {
         let hcm = self.inner.clone();
         let stats = &hcm.stats;
@@ -205,6 +209,7 @@ impl HttpConnectionManager {
             hcm: hcm.clone(),
             downstream,
             draining: AtomicBool::new(false),
+            listener_draining: AtomicBool::new(false),
             protocol: AtomicU8::new(0),
             active: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
@@ -259,6 +264,7 @@ impl HttpConnectionManager {
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut drained_at: Option<Instant> = None;
+        let mut listener_drain = false;
         let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
         let max_duration = cfg.max_connection_duration.map(|d| conn.opened + d);
         loop {
@@ -281,10 +287,18 @@ impl HttpConnectionManager {
                         conn.header_timed_out(started, which);
                     }
                 }
-                _ = drain.cancelled(), if drained_at.is_none() => {
-                    drained_at = Some(Instant::now());
-                    conn.start_drain();
-                    connection.as_mut().graceful_shutdown();
+                _ = drain.cancelled(), if drained_at.is_none() && !listener_drain => {
+                    listener_drain = true;
+                    conn.listener_draining.store(true, Ordering::Release);
+                    // HTTP/2 gets its GOAWAY now: the client retries unprocessed streams
+                    // safely. HTTP/1 is left alone until its next response says
+                    // `connection: close` (or the drain time ends), as in Envoy: closing an
+                    // idle keep-alive connection now would race a request on its way.
+                    if conn.protocol.load(Ordering::Acquire) == 2 {
+                        drained_at = Some(Instant::now());
+                        conn.start_drain();
+                        connection.as_mut().graceful_shutdown();
+                    }
                 }
                 _ = tokio::time::sleep_until(idle_check.unwrap_or(far)), if idle_check.is_some() && drained_at.is_none() => {
                     if conn.is_idle(cfg.idle_timeout) {
@@ -340,6 +354,9 @@ impl Conn {
     }
 
     fn is_draining(&self) -> bool {
+        if self.listener_draining.load(Ordering::Acquire) {
+            self.start_drain();
+        }
         self.draining.load(Ordering::Acquire)
     }
 
