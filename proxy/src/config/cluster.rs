@@ -96,7 +96,7 @@ pub enum UpstreamTransport {
     /// Plaintext (`envoy.transport_sockets.raw_buffer`, or none).
     Raw,
     /// TLS (`envoy.transport_sockets.tls`).
-    Tls(Box<UpstreamTlsContext>),
+    Tls(Arc<UpstreamTlsContext>),
 }
 
 /// One entry of `transport_socket_matches`.
@@ -539,7 +539,7 @@ fn transport_socket(ts: &TransportSocket) -> Result<UpstreamTransport, ConfigErr
         "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" => {
             let ctx: UpstreamTlsContext = any::decode(cfg)?;
             crate::tls::upstream::validate(&ctx).at("typed_config")?;
-            Ok(UpstreamTransport::Tls(Box::new(ctx)))
+            Ok(UpstreamTransport::Tls(Arc::new(ctx)))
         }
         other => Err(extension::unsupported("transport socket", &ts.name, other)),
     }
