@@ -39,6 +39,11 @@ impl Ca {
     }
 
     pub fn leaf(&self, uri: &str) -> Leaf {
+        self.leaf_until(uri, rcgen::date_time_ymd(2100, 1, 1))
+    }
+
+    /// A leaf for `uri` that expires at `not_after` (valid since 2020).
+    pub fn leaf_until(&self, uri: &str, not_after: time::OffsetDateTime) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         params.distinguished_name = rcgen::DistinguishedName::new();
@@ -51,7 +56,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+        params.not_after = not_after;
         let key = KeyPair::generate().unwrap();
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).unwrap();
