@@ -10,14 +10,15 @@
 //!
 //! Everything is bounded by count, not time, and deterministic (fixed seeds), so a failure
 //! reproduces. Every corpus file is replayed (the largest corpus, `xds_resource`, is about
-//! 5,000 files and replays in a few seconds unoptimized); should one grow past `MAX_REPLAY`
+//! 9,700 files and replays in a few seconds unoptimized); should one grow past `MAX_REPLAY`
 //! files, every n-th file in name order is replayed instead, n chosen so at most
-//! `MAX_REPLAY` run. The whole test takes about 15 s of CPU in the test profile (under 10 s
+//! `MAX_REPLAY` run. The whole test takes about 12 s of CPU in the test profile (7 to 11 s
 //! wall time on two cores). `FUZZ_SMOKE_SCALE` multiplies both bounds (say 10 for a longer
 //! local run).
 //!
 //! A failing input is written to `<target dir>/tmp/fuzz-smoke/<target>-<what>` and named in
-//! the failure; reproduce it with `cargo fuzz run -a <target> <file>` under fuzz/.
+//! the failure; reproduce it under libFuzzer with
+//! `RUSTC_BOOTSTRAP=1 cargo fuzz run -a <target> <file>` in fuzz/.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
