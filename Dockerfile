@@ -23,6 +23,7 @@ COPY xds-client xds-client
 COPY iptables-init iptables-init
 COPY benches benches
 COPY tests tests
+COPY fuzz-harness fuzz-harness
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p proxy -p iptables-init \
