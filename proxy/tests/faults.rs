@@ -232,12 +232,21 @@ fn out_of_file_descriptors_sheds_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = echo_upstream();
     let port = free_port();
-    let p = ProxyProcess::start(
-        &with_nofile(256, dir.path()),
-        &bootstrap(port, upstream, ""),
-        &[],
-    )
-    .unwrap();
+    let script = with_nofile(256, dir.path());
+    // Another test's fork may still hold the script's write descriptor for an instant
+    // (ETXTBSY): try again.
+    let p = (0..50)
+        .find_map(
+            |_| match ProxyProcess::start(&script, &bootstrap(port, upstream, ""), &[]) {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                    std::thread::sleep(Duration::from_millis(20));
+                    None
+                }
+                other => Some(other),
+            },
+        )
+        .expect("the wrapper script stays busy")
+        .unwrap();
     // Far more clients than 256 descriptors allow (two per proxied connection).
     let mut flood: Vec<TcpStream> = (0..400).map(|_| connect(port)).collect();
     for c in &flood {
