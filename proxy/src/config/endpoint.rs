@@ -1,6 +1,7 @@
 //! Endpoints: `ClusterLoadAssignment` (from a cluster's `load_assignment` or from EDS) as a
 //! flat list of typed endpoints.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,13 +114,24 @@ pub struct EndpointConfig {
     pub health: Health,
     pub priority: u32,
     pub hostname: String,
-    /// `filter_metadata["envoy.transport_socket_match"]`, which picks the cluster's
-    /// transport socket for this endpoint (Istio: `{tlsMode: istio}` means mTLS).
-    pub socket_match: Option<Struct>,
-    /// The whole metadata, for telemetry and config dumps.
+    /// The whole metadata, for transport socket matching, telemetry and config dumps.
+    /// Endpoints with equal metadata (replicas of a workload) share one.
     pub metadata: Option<Arc<Metadata>>,
     /// The locality of its `LocalityLbEndpoints` (region, zone, sub-zone).
     pub locality: Option<Arc<Locality>>,
+}
+
+// === impl EndpointConfig ===
+
+impl EndpointConfig {
+    /// `filter_metadata["envoy.transport_socket_match"]`, which picks the cluster's
+    /// transport socket for this endpoint (Istio: `{tlsMode: istio}` means mTLS).
+    pub fn socket_match(&self) -> Option<&Struct> {
+        self.metadata
+            .as_deref()?
+            .filter_metadata
+            .get(TRANSPORT_SOCKET_MATCH)
+    }
 }
 
 /// Converts a `ClusterLoadAssignment` into endpoints. `allow_dns` permits host names
@@ -128,10 +140,19 @@ pub fn endpoints_from_assignment(
     cla: &ClusterLoadAssignment,
     allow_dns: bool,
 ) -> Result<Vec<EndpointConfig>, ConfigError> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum());
+    // Replicas of a workload carry the same metadata: keep one copy of each.
+    let mut metadata: HashMap<Vec<u8>, Arc<Metadata>> = HashMap::new();
     for (i, locality) in cla.endpoints.iter().enumerate() {
+        let shared_locality = locality.locality.clone().map(Arc::new);
         for (j, lb) in locality.lb_endpoints.iter().enumerate() {
-            let endpoint = endpoint(lb, locality, allow_dns)
+            let md = lb.metadata.as_ref().map(|m| {
+                metadata
+                    .entry(metadata_key(m))
+                    .or_insert_with(|| Arc::new(m.clone()))
+                    .clone()
+            });
+            let endpoint = endpoint(lb, locality, allow_dns, md, shared_locality.clone())
                 .at(format!("[{j}]"))
                 .at("lb_endpoints")
                 .at(format!("[{i}]"))
@@ -142,10 +163,36 @@ pub fn endpoints_from_assignment(
     Ok(out)
 }
 
+/// Equal metadata gives an equal key, and different metadata different keys: every entry
+/// length-prefixed, in key order (protobuf map encoding follows the map's iteration order,
+/// which differs between equal maps). Nested maps of several fields may still come out in
+/// different orders: that only costs sharing.
+fn metadata_key(m: &Metadata) -> Vec<u8> {
+    use prost::Message;
+    fn section<V: Message>(out: &mut Vec<u8>, map: &HashMap<String, V>) {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        for (k, v) in entries {
+            out.extend_from_slice(&(k.len() as u64).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            let value = v.encode_to_vec();
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            out.extend_from_slice(&value);
+        }
+    }
+    let mut out = Vec::new();
+    section(&mut out, &m.filter_metadata);
+    section(&mut out, &m.typed_filter_metadata);
+    out
+}
+
 fn endpoint(
     lb: &LbEndpoint,
     group: &LocalityLbEndpoints,
     allow_dns: bool,
+    metadata: Option<Arc<Metadata>>,
+    locality: Option<Arc<Locality>>,
 ) -> Result<EndpointConfig, ConfigError> {
     let ep = match &lb.host_identifier {
         Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => ep,
@@ -182,20 +229,14 @@ fn endpoint(
             );
         }
     };
-    let socket_match = lb
-        .metadata
-        .as_ref()
-        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
-        .cloned();
     Ok(EndpointConfig {
         address,
         weight,
         health,
         priority: group.priority,
         hostname: ep.hostname.clone(),
-        socket_match,
-        metadata: lb.metadata.clone().map(Arc::new),
-        locality: group.locality.clone().map(Arc::new),
+        metadata,
+        locality,
     })
 }
 
@@ -274,15 +315,15 @@ mod tests {
         assert_eq!(eps[0].priority, 1);
         assert!(socket_match_applies(
             &tls_mode("istio"),
-            eps[0].socket_match.as_ref()
+            eps[0].socket_match()
         ));
         assert!(!socket_match_applies(
             &tls_mode("istio"),
-            eps[1].socket_match.as_ref()
+            eps[1].socket_match()
         ));
         assert!(socket_match_applies(
             &Struct::default(),
-            eps[1].socket_match.as_ref()
+            eps[1].socket_match()
         ));
     }
 
@@ -322,5 +363,43 @@ mod tests {
             HostAddress::Pipe("./etc/istio/proxy/XDS".into())
         );
         assert!(HostAddress::from_proto(&socket("10.0.0.1", 70000), false).is_err());
+    }
+
+    #[test]
+    fn replicas_share_metadata_and_different_metadata_stays_apart() {
+        let with = |tls: &str, workload: &str| {
+            let mut lb = lb(socket("10.0.0.1", 80));
+            lb.metadata = Some(crate::proto_test_util::from_yaml(&format!(
+                "filter_metadata: {{envoy.transport_socket_match: {{tlsMode: {tls}}}, istio: {{workload: '{workload}'}}}}"
+            )));
+            lb
+        };
+        let cla = ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![
+                    with("istio", "a;ns"),
+                    with("istio", "a;ns"),
+                    with("disabled", "a;ns"),
+                    with("istio", "b;ns"),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let eps = endpoints_from_assignment(&cla, false).unwrap();
+        let md = |i: usize| eps[i].metadata.clone().unwrap();
+        assert!(Arc::ptr_eq(&md(0), &md(1)), "replicas share one copy");
+        assert!(!Arc::ptr_eq(&md(0), &md(2)) && !Arc::ptr_eq(&md(0), &md(3)));
+        let tls = |i: usize| eps[i].socket_match().unwrap().fields["tlsMode"].clone();
+        assert_ne!(tls(0), tls(2));
+        assert_eq!(
+            md(3).filter_metadata["istio"],
+            cla.endpoints[0].lb_endpoints[3]
+                .metadata
+                .as_ref()
+                .unwrap()
+                .filter_metadata["istio"]
+        );
     }
 }

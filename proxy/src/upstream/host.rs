@@ -89,7 +89,7 @@ impl Host {
         let matched = cluster
             .transport_socket_matches
             .iter()
-            .find(|m| socket_match_applies(&m.criterion, ep.socket_match.as_ref()));
+            .find(|m| socket_match_applies(&m.criterion, ep.socket_match()));
         let (transport, transport_match) = match matched {
             Some(m) => (m.transport.clone(), Some(m.name.clone())),
             None => (cluster.transport.clone(), None),
